@@ -1,0 +1,55 @@
+// Package apierr writes the errors that boxproxy itself produces, as JSON in the
+// shape of Box's own error bodies, so that clients parse them like any Box error.
+package apierr
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+// Body is the JSON shape of an error: the same fields Box uses.
+type Body struct {
+	Type      string `json:"type"`
+	Status    int    `json:"status"`
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// Error is an error that knows how it should be answered over HTTP.
+type Error struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter int // seconds; 0 = no Retry-After header
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Marshal returns the JSON body for status, code and message.
+func Marshal(status int, code, message, requestID string) []byte {
+	b, _ := json.Marshal(Body{Type: "error", Status: status, Code: code, Message: message, RequestID: requestID})
+	return append(b, '\n')
+}
+
+// Write answers with a JSON error. The request ID, when the response already
+// carries one, is repeated in the body.
+func Write(w http.ResponseWriter, status int, code, message string) {
+	body := Marshal(status, code, message, w.Header().Get("X-Request-Id"))
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// WriteError answers with e.
+func WriteError(w http.ResponseWriter, e *Error) {
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	Write(w, e.Status, e.Code, e.Message)
+}

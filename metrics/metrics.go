@@ -1,0 +1,179 @@
+// Package metrics holds boxproxy's Prometheus collectors. One *Metrics is made at
+// start and handed to the packages that count things; a nil *Metrics counts nothing,
+// so that unit tests and commands can leave it out.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the collectors boxproxy exports on /metrics.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests         *prometheus.CounterVec   // route, code
+	inFlight         prometheus.Gauge         //
+	upstreamDuration *prometheus.HistogramVec // route
+	retries          *prometheus.CounterVec   // reason
+	tokenRequests    *prometheus.CounterVec   // method, outcome
+	tokenDuration    *prometheus.HistogramVec // method
+	cacheHits        prometheus.Counter
+	cacheMisses      prometheus.Counter
+	cacheEvictions   prometheus.Counter
+
+	// fast paths for the labels of every proxied request
+	apiOK, uploadOK prometheus.Counter
+	apiDur, upDur   prometheus.Observer
+}
+
+// New makes the collectors and registers them, with Go's runtime and process
+// collectors, in a registry of their own.
+func New() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "boxproxy_requests_total",
+		Help: "Requests served, by route (api, upload, healthz, readyz, metrics, auth, quit, other) and HTTP status code.",
+	}, []string{"route", "code"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "boxproxy_requests_in_flight",
+		Help: "Requests being served right now.",
+	})
+	m.upstreamDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "boxproxy_upstream_request_duration_seconds",
+		Help:    "Time from sending a request to Box until its response headers arrive, by route; every attempt counts.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "boxproxy_upstream_retries_total",
+		Help: "Requests sent to Box once more, by reason (401: token rejected; 429, 5xx, network: BOXPROXY_UPSTREAM_RETRIES).",
+	}, []string{"reason"})
+	m.tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "boxproxy_token_requests_total",
+		Help: "Requests to Box's token endpoint, by grant (ccg, jwt, oauth) and outcome (ok, config_error, grant_error, unavailable, bad_response, timeout).",
+	}, []string{"method", "outcome"})
+	m.tokenDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "boxproxy_token_request_duration_seconds",
+		Help:    "Latency of Box's token endpoint, by grant.",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"method"})
+	m.cacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "boxproxy_token_cache_hits_total",
+		Help: "Token look-ups answered from the cache.",
+	})
+	m.cacheMisses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "boxproxy_token_cache_misses_total",
+		Help: "Token look-ups that had to wait for the token endpoint.",
+	})
+	m.cacheEvictions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "boxproxy_token_cache_evictions_total",
+		Help: "Subjects' tokens dropped from the cache because it was full.",
+	})
+	m.reg.MustRegister(m.requests, m.inFlight, m.upstreamDuration, m.retries, m.tokenRequests,
+		m.tokenDuration, m.cacheHits, m.cacheMisses, m.cacheEvictions,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.apiOK = m.requests.WithLabelValues("api", "200")
+	m.uploadOK = m.requests.WithLabelValues("upload", "200")
+	m.apiDur = m.upstreamDuration.WithLabelValues("api")
+	m.upDur = m.upstreamDuration.WithLabelValues("upload")
+	return m
+}
+
+// Handler serves the metrics in Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// DefaultTokenExpiry exports the seconds until the default subject's token expires,
+// asking f whenever it is scraped.
+func (m *Metrics) DefaultTokenExpiry(f func() float64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "boxproxy_default_token_expiry_seconds",
+		Help: "Seconds until the default subject's cached token expires (0 when none is cached; +Inf for a developer token).",
+	}, f))
+}
+
+// Request counts one finished request.
+func (m *Metrics) Request(route string, code int) {
+	if m == nil {
+		return
+	}
+	if code == 200 {
+		switch route {
+		case "api":
+			m.apiOK.Inc()
+			return
+		case "upload":
+			m.uploadOK.Inc()
+			return
+		}
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+}
+
+// InFlight adds d to the requests in flight.
+func (m *Metrics) InFlight(d float64) {
+	if m != nil {
+		m.inFlight.Add(d)
+	}
+}
+
+// Upstream records how long Box took to answer one attempt.
+func (m *Metrics) Upstream(route string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	switch route {
+	case "api":
+		m.apiDur.Observe(d.Seconds())
+	case "upload":
+		m.upDur.Observe(d.Seconds())
+	default:
+		m.upstreamDuration.WithLabelValues(route).Observe(d.Seconds())
+	}
+}
+
+// Retry counts one more attempt at Box, for reason.
+func (m *Metrics) Retry(reason string) {
+	if m != nil {
+		m.retries.WithLabelValues(reason).Inc()
+	}
+}
+
+// TokenRequest counts one call of the token endpoint.
+func (m *Metrics) TokenRequest(method, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.tokenRequests.WithLabelValues(method, outcome).Inc()
+	m.tokenDuration.WithLabelValues(method).Observe(d.Seconds())
+}
+
+// CacheHit, CacheMiss and CacheEviction count token cache events.
+func (m *Metrics) CacheHit() {
+	if m != nil {
+		m.cacheHits.Inc()
+	}
+}
+
+// CacheMiss counts a look-up that had to wait for a token.
+func (m *Metrics) CacheMiss() {
+	if m != nil {
+		m.cacheMisses.Inc()
+	}
+}
+
+// CacheEviction counts a subject dropped because the cache was full.
+func (m *Metrics) CacheEviction() {
+	if m != nil {
+		m.cacheEvictions.Inc()
+	}
+}

@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/boxproxy/boxproxy/apierr"
+	"github.com/boxproxy/boxproxy/auth"
+)
+
+// maxRewrite bounds the upload-session answers that are read to rewrite URLs.
+const maxRewrite = 1 << 20
+
+// modifyResponse is the one place that edits Box's answers: it notes Box's
+// request ID and points upload-session URLs at the proxy.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	st := stateFrom(resp.Request.Context())
+	if id := resp.Header.Get("Box-Request-Id"); id != "" {
+		st.info.BoxRequestID = id
+	}
+	if resp.StatusCode >= 400 && st.info.BoxRequestID == "" && isJSON(resp) && resp.ContentLength > 0 && resp.ContentLength <= 64<<10 {
+		body, err := readBack(resp, 64<<10)
+		if err == nil {
+			var b struct {
+				RequestID string `json:"request_id"`
+			}
+			if json.Unmarshal(body, &b) == nil {
+				st.info.BoxRequestID = b.RequestID
+			}
+		}
+	}
+	if strings.Contains(resp.Request.URL.Path, "/upload_sessions") && isJSON(resp) {
+		return p.rewriteSessionURLs(resp)
+	}
+	return nil
+}
+
+// sessionURL matches an absolute URL of an upload session, with or without
+// JSON-escaped slashes; group 1 is the origin to replace.
+var sessionURL = regexp.MustCompile(`"(https?:(?:\\?/){2}[^"/\\]+)((?:\\?/)api(?:\\?/)2\.0(?:\\?/)files(?:\\?/)upload_sessions)`)
+
+// rewriteSessionURLs points the absolute session_endpoints that Box answers
+// with (on whichever upload host) at the proxy's public URL, so that SDKs
+// that call them as given pass through the proxy and get a token.
+func (p *Proxy) rewriteSessionURLs(resp *http.Response) error {
+	if resp.ContentLength > maxRewrite {
+		return nil
+	}
+	body, err := readBack(resp, maxRewrite)
+	if err != nil {
+		p.o.Logger.Warn().Err(err).Msg("upload-session answer not rewritten")
+		return nil
+	}
+	out := sessionURL.ReplaceAllFunc(body, func(m []byte) []byte {
+		sub := sessionURL.FindSubmatchIndex(m)
+		return append([]byte(`"`+p.public), m[sub[4]:]...)
+	})
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	return nil
+}
+
+// readBack reads a body (up to limit) and puts an equal one back. A larger
+// body is put back whole, unread, with an error.
+func readBack(resp *http.Response, limit int64) ([]byte, error) {
+	orig := resp.Body
+	body, err := io.ReadAll(io.LimitReader(orig, limit+1))
+	if err != nil {
+		_ = orig.Close()
+		return nil, err
+	}
+	if int64(len(body)) > limit {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), orig), orig}
+		return nil, errors.New("body too large to inspect")
+	}
+	_ = orig.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return body, nil
+}
+
+func isJSON(resp *http.Response) bool {
+	ct := resp.Header.Get("Content-Type")
+	if ct == "" {
+		return false
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// errorHandler is the one place that turns a failure into a response.
+func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		// The client went away; nobody reads an answer.
+		w.WriteHeader(499)
+		return
+	}
+	var tf *tokenFailure
+	if errors.As(err, &tf) {
+		apierr.WriteError(w, ErrorFor(tf.err, p.o.LoginURL))
+		return
+	}
+	st := stateFrom(r.Context())
+	p.o.Logger.Warn().Str("route", st.info.Route).Str("error", upstreamCause(err)).Msg("upstream request failed")
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		apierr.Write(w, http.StatusGatewayTimeout, "upstream_timeout", "Box did not answer in time")
+		return
+	}
+	apierr.Write(w, http.StatusBadGateway, "upstream_unreachable", "could not get an answer from Box: "+upstreamCause(err))
+}
+
+// upstreamCause names a transport error without its URL (whose query may
+// hold the client's data).
+func upstreamCause(err error) string {
+	var oe *net.OpError
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed before the answer was complete"
+	case isTimeout(err):
+		return "timeout"
+	case errors.As(err, &oe):
+		return oe.Op + " failed"
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return "name lookup failed"
+	}
+	return "transport error"
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// ErrorFor maps a token error to the answer a client gets: one function for
+// the proxy, the readiness probe and the commands.
+func ErrorFor(err error, loginURL string) *apierr.Error {
+	e := &apierr.Error{}
+	var be *auth.BackoffError
+	if errors.As(err, &be) {
+		e.RetryAfter = max(1, int(time.Until(be.Until).Seconds()+0.999))
+	}
+	var te *auth.TokenError
+	if errors.As(err, &te) && te.RetryAfter > 0 && e.RetryAfter == 0 {
+		e.RetryAfter = max(1, int(te.RetryAfter.Seconds()))
+	}
+	switch {
+	case errors.Is(err, auth.ErrLoginRequired):
+		e.Status, e.Code = http.StatusServiceUnavailable, "login_required"
+		e.Message = "boxproxy is not logged in to Box: open " + loginURL + " in a browser (or run boxproxy login)"
+	case errors.Is(err, auth.ErrGrant):
+		e.Status, e.Code = http.StatusServiceUnavailable, "login_expired"
+		e.Message = "Box rejected the saved login (the refresh token expired or was revoked): log in again at " + loginURL + "; " + err.Error()
+	case errors.Is(err, auth.ErrConfig):
+		e.Status, e.Code = http.StatusBadGateway, "box_configuration_error"
+		e.Message = "Box rejected boxproxy's app configuration, so no token can be had; fix the configuration: " + err.Error()
+	case errors.Is(err, auth.ErrTimeout):
+		e.Status, e.Code = http.StatusGatewayTimeout, "token_endpoint_timeout"
+		e.Message = "Box's token endpoint did not answer in time: " + err.Error()
+	case errors.Is(err, auth.ErrBadResponse):
+		e.Status, e.Code = http.StatusBadGateway, "token_endpoint_bad_response"
+		e.Message = "Box's token endpoint gave an unusable answer: " + err.Error()
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		e.Status, e.Code = http.StatusServiceUnavailable, "token_wait_cancelled"
+		e.Message = "the request ended while it waited for a token"
+	default:
+		e.Status, e.Code = http.StatusServiceUnavailable, "token_endpoint_unavailable"
+		e.Message = "Box's token endpoint is unavailable: " + err.Error()
+	}
+	return e
+}

@@ -1,0 +1,401 @@
+// Package server is boxproxy's HTTP front: it checks who may talk to the proxy
+// (loopback Host, same-origin browsers, the inbound key), gives each request an
+// ID and an access-log line, serves the probes, metrics and OAuth pages, hands
+// /2.0/ and /api/2.0/ to the proxy, and shuts down gracefully.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/boxproxy/boxproxy/apierr"
+	"github.com/boxproxy/boxproxy/config"
+	"github.com/boxproxy/boxproxy/metrics"
+	"github.com/boxproxy/boxproxy/proxy"
+)
+
+// Server is the configured HTTP server.
+type Server struct {
+	cfg     *config.Config
+	log     zerolog.Logger
+	m       *metrics.Metrics
+	auth    *Auth
+	proxy   *proxy.Proxy
+	http    *http.Server
+	keyHash []byte // sha256 of the inbound key; nil = no key
+	hosts   map[string]bool
+	origin  string // the public URL's origin
+	quit    chan struct{}
+	quitOne sync.Once
+	idBase  string
+	idSeq   atomic.Uint64
+	oauth   *oauthWeb
+}
+
+// New builds the server: auth, proxy and handlers, from cfg.
+func New(cfg *config.Config, log zerolog.Logger) (*Server, error) {
+	m := metrics.New()
+	a, err := NewAuth(cfg, log, m)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithAuth(cfg, log, m, a)
+}
+
+// NewWithAuth builds the server around an Auth already made.
+func NewWithAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, a *Auth) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, m: m, auth: a, quit: make(chan struct{})}
+	p, err := proxy.New(proxy.Options{
+		API: cfg.API, Upload: cfg.Upload, Public: cfg.Public,
+		Tokens: a.Cache, DefaultSubject: a.Default,
+		AsUserToken:     cfg.AsUser == config.AsUserToken,
+		AllowedUsers:    cfg.AllowedUsers,
+		RetryBodyLimit:  int64(cfg.RetryBodyLimit),
+		UpstreamRetries: cfg.UpstreamRetries,
+		LoginURL:        s.loginURL(),
+		Metrics:         m,
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.proxy = p
+	if cfg.InboundKey != "" {
+		h := sha256.Sum256([]byte(cfg.InboundKey))
+		s.keyHash = h[:]
+	}
+	s.hosts = map[string]bool{strings.ToLower(cfg.Public.Hostname()): true}
+	if h, _, err := net.SplitHostPort(cfg.Listen); err == nil {
+		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
+			s.hosts[ip.String()] = true
+		}
+	}
+	s.origin = strings.ToLower(cfg.Public.Scheme + "://" + cfg.Public.Host)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	s.idBase = hex.EncodeToString(b[:]) + "-"
+	if a.OAuth != nil {
+		s.oauth = newOAuthWeb(s, a.OAuth)
+	}
+	m.DefaultTokenExpiry(func() float64 {
+		t, ok := a.Cache.Peek(a.Default)
+		switch {
+		case !ok:
+			return 0
+		case t.Expiry.IsZero():
+			return posInf
+		}
+		return max(0, time.Until(t.Expiry).Seconds())
+	})
+	s.http = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	return s, nil
+}
+
+var posInf = func() float64 { var z float64; return 1 / z }()
+
+// Auth returns the server's token side.
+func (s *Server) Auth() *Auth { return s.auth }
+
+func (s *Server) loginURL() string {
+	return strings.TrimSuffix(s.cfg.Public.String(), "/") + "/auth/login"
+}
+
+// Quit is closed when POST /quitquitquit asks the server to stop.
+func (s *Server) Quit() <-chan struct{} { return s.quit }
+
+// Serve serves on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	// Warm the default subject's token, so that the first request does not wait.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TokenTimeout)
+		defer cancel()
+		_, _ = s.auth.Cache.Token(ctx, s.auth.Default)
+	}()
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		_ = s.http.Close()
+	}
+	return err
+}
+
+// recorder notes the status and carries the proxy's Info for the access log.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	info   proxy.Info
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Info() *proxy.Info { return &r.info }
+
+// Unwrap lets http.ResponseController reach Flush and deadlines.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Flush passes flushes on (ReverseProxy flushes streamed answers).
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// ServeHTTP checks, routes, logs and counts every request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	id := s.requestID(r)
+	w.Header()["X-Request-Id"] = []string{id}
+	s.m.InFlight(1)
+	route := s.serve(rec, r)
+	s.m.InFlight(-1)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	s.m.Request(route, rec.status)
+	if route == "healthz" || route == "readyz" || route == "metrics" {
+		return // probes and scrapes would drown the log
+	}
+	ev := s.log.Info()
+	if ev == nil {
+		return
+	}
+	ev.Str("request_id", id).Str("method", r.Method).Str("path", logPath(r)).Str("route", route).
+		Int("status", rec.status).Float64("duration_ms", float64(time.Since(start).Microseconds())/1000).
+		Int64("bytes", rec.bytes)
+	if rec.info.Route != "" {
+		ev.Str("subject", rec.info.Subject).Int("attempts", rec.info.Attempts)
+	}
+	if rec.info.BoxRequestID != "" {
+		ev.Str("box_request_id", rec.info.BoxRequestID)
+	}
+	ev.Msg("request")
+}
+
+// logPath is the path without the query (which may carry a client's token).
+func logPath(r *http.Request) string {
+	p := r.URL.EscapedPath()
+	if len(p) > 512 {
+		p = p[:512] + "..."
+	}
+	return p
+}
+
+// serve guards and dispatches; it returns the route name for logs and metrics.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) string {
+	path := r.URL.Path
+	// Probes and metrics forward nothing and reveal no secret: kubelet and
+	// Prometheus reach them by pod IP and without the inbound key.
+	switch path {
+	case "/healthz":
+		s.healthz(w, r)
+		return "healthz"
+	case "/readyz":
+		s.readyz(w, r)
+		return "readyz"
+	case "/metrics":
+		s.m.Handler().ServeHTTP(w, r)
+		return "metrics"
+	}
+	if e := proxy.CheckTarget(r); e != nil {
+		apierr.WriteError(w, e)
+		return "other"
+	}
+	if e := s.guard(r); e != nil {
+		if e.Status == http.StatusProxyAuthRequired {
+			w.Header().Set("Proxy-Authenticate", `Bearer realm="boxproxy"`)
+		}
+		apierr.WriteError(w, e)
+		return "refused"
+	}
+	switch {
+	case strings.HasPrefix(path, "/2.0/"):
+		s.proxy.ServeHTTP(w, r)
+		return "api"
+	case strings.HasPrefix(path, "/api/2.0/"):
+		s.proxy.ServeHTTP(w, r)
+		return "upload"
+	case path == "/auth/login" || path == "/auth/callback":
+		if s.oauth == nil {
+			apierr.Write(w, http.StatusNotFound, "not_found", "the /auth/ pages serve the oauth method only (BOXPROXY_AUTH is "+s.cfg.Auth+")")
+			return "auth"
+		}
+		s.oauth.ServeHTTP(w, r)
+		return "auth"
+	case path == "/quitquitquit" && s.cfg.QuitEndpoint:
+		s.quitquitquit(w, r)
+		return "quit"
+	}
+	apierr.Write(w, http.StatusNotFound, "not_found", "boxproxy serves /2.0/..., /api/2.0/..., /healthz, /readyz and /metrics; nothing else is forwarded")
+	return "other"
+}
+
+// guard refuses requests from where a Box token must not be usable: a Host
+// that is not ours (DNS rebinding), a cross-origin browser page, a caller
+// without the inbound key.
+func (s *Server) guard(r *http.Request) *apierr.Error {
+	if r.Host != "" {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.ToLower(strings.Trim(host, "[]"))
+		if !config.IsLoopback(host) && !s.hosts[host] {
+			return &apierr.Error{Status: http.StatusForbidden, Code: "host_not_allowed",
+				Message: "the Host header names neither a loopback address nor BOXPROXY_PUBLIC_URL's host (DNS rebinding protection)"}
+		}
+	}
+	if o, ok := r.Header["Origin"]; ok && (len(o) != 1 || strings.ToLower(o[0]) != s.origin) {
+		return &apierr.Error{Status: http.StatusForbidden, Code: "cross_origin",
+			Message: "cross-origin browser requests are refused; only pages from BOXPROXY_PUBLIC_URL may call the proxy"}
+	}
+	if s.keyHash != nil {
+		got := r.Header.Get("Proxy-Authorization")
+		scheme, key, _ := strings.Cut(got, " ")
+		h := sha256.Sum256([]byte(key))
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(h[:], s.keyHash) != 1 {
+			return &apierr.Error{Status: http.StatusProxyAuthRequired, Code: "proxy_auth_required",
+				Message: "send Proxy-Authorization: Bearer <BOXPROXY_INBOUND_KEY>"}
+		}
+	}
+	return nil
+}
+
+// requestID is the client's X-Request-Id when it is sane, else a new one.
+func (s *Server) requestID(r *http.Request) string {
+	if v := r.Header.Get("X-Request-Id"); v != "" && len(v) <= 128 && printable(v) {
+		return v
+	}
+	id := s.idBase + strconv.FormatUint(s.idSeq.Add(1), 10)
+	r.Header["X-Request-Id"] = []string{id}
+	return id
+}
+
+func printable(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] <= 0x20 || v[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// readyz answers 200 when the default subject's token can be had now: from
+// the cache, or by asking Box (bounded by a short timeout).
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), min(s.cfg.TokenTimeout, 5*time.Second))
+	defer cancel()
+	tok, err := s.auth.Cache.Token(ctx, s.auth.Default)
+	if err != nil {
+		e := proxy.ErrorFor(err, s.loginURL())
+		e.Status = http.StatusServiceUnavailable
+		apierr.WriteError(w, e)
+		return
+	}
+	body := map[string]any{"status": "ready", "auth": s.cfg.Auth, "subject": s.auth.Default.String()}
+	if !tok.Expiry.IsZero() {
+		body["token_expires_in"] = int(time.Until(tok.Expiry).Seconds())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func (s *Server) quitquitquit(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		apierr.Write(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST /quitquitquit")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("shutting down\n"))
+	s.quitOne.Do(func() { close(s.quit) })
+}
+
+// ListenAndRun listens on the configured address and serves until ctx ends or
+// /quitquitquit is called; then it drains in-flight requests within
+// BOXPROXY_SHUTDOWN_TIMEOUT. ready, if not nil, is called with the address once
+// the listener is open.
+func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		s.log.Info().Msg("signal received: draining in-flight requests")
+	case <-s.quit:
+		s.log.Info().Msg("/quitquitquit called: draining in-flight requests")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		s.log.Warn().Dur("shutdown_timeout", s.cfg.ShutdownTimeout).Msg("in-flight requests did not finish in time; closed them")
+	} else {
+		s.log.Info().Msg("all requests finished; stopped")
+	}
+	return <-errc
+}
+
+// PublicURL is the public URL joined with path.
+func (s *Server) PublicURL(path string) string {
+	u := *s.cfg.Public
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
