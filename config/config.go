@@ -49,7 +49,7 @@ type Config struct {
 	JWTPassphrase   string        `env:"JWT_PASSPHRASE" secret:"true" help:"passphrase of an encrypted private key (jwt)"`
 	DeveloperToken  string        `env:"DEVELOPER_TOKEN" secret:"true" help:"a fixed developer token (token method); it cannot be refreshed"`
 	TokenStore      string        `env:"TOKEN_STORE" envDefault:"boxproxy-tokens.json" help:"file where the oauth method keeps its tokens between runs (mode 0600)"`
-	PublicURL       string        `env:"PUBLIC_URL" envDefault:"http://localhost:8080" help:"how clients and browsers reach the proxy; OAuth redirect URI is this + /auth/callback"`
+	PublicURL       string        `env:"PUBLIC_URL" help:"how clients and browsers reach the proxy (default http://localhost:<port of BOXPROXY_LISTEN>); OAuth redirect URI is this + /auth/callback"`
 	AsUser          string        `env:"AS_USER" help:"token (As-User picks a token minted for that user; default for ccg, jwt) or header (As-User is passed on; default otherwise)"`
 	AllowedUsers    []string      `env:"ALLOWED_USERS" envSeparator:"," help:"comma-separated user IDs that As-User may name (default: all)"`
 	TokenCacheSize  int           `env:"TOKEN_CACHE_SIZE" envDefault:"1000" help:"how many subjects' tokens the cache keeps"`
@@ -286,6 +286,12 @@ func (c *Config) check() error {
 	}
 	if c.Upload, err = parseURL("UPLOAD_URL", c.UploadURL); err != nil {
 		return err
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://localhost:8080"
+		if _, port, err := net.SplitHostPort(c.Listen); err == nil {
+			c.PublicURL = "http://localhost:" + port
+		}
 	}
 	if c.Public, err = parseURL("PUBLIC_URL", c.PublicURL); err != nil {
 		return err
