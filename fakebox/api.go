@@ -165,7 +165,11 @@ func (b *Box) record(host string, r *http.Request) (finish func(w *recorder, use
 		Header: r.Header.Clone(), Token: bearerToken(r)}
 	b.mu.Lock()
 	idx, gen := len(b.reqs), b.recGen
-	b.reqs = append(b.reqs, rec)
+	if b.canRecordLocked(idx) {
+		b.reqs = append(b.reqs, rec)
+	} else {
+		idx = -1
+	}
 	b.mu.Unlock()
 	return func(w *recorder, user string) {
 		if !w.hijacked {
@@ -174,7 +178,7 @@ func (b *Box) record(host string, r *http.Request) (finish func(w *recorder, use
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if gen == b.recGen && idx < len(b.reqs) {
+		if idx >= 0 && gen == b.recGen && idx < len(b.reqs) {
 			r := &b.reqs[idx]
 			r.BodyLen, r.BodySHA1 = tap.n, hex.EncodeToString(tap.h.Sum(nil))
 			r.UserID, r.Status = user, w.status
@@ -296,7 +300,7 @@ func (b *Box) routeAPI(w *recorder, r *http.Request, c *call) {
 		serveBytes(w, r)
 	case rest == "/test/slow":
 		b.serveSlow(w, r)
-	case len(seg) == 2 && seg[0] == "users":
+	case len(seg) == 2 && seg[0] == "users" && (seg[1] == "me" || isDigits(seg[1])):
 		if !get {
 			writeMethodNotAllowed(w)
 			return
@@ -311,7 +315,7 @@ func (b *Box) routeAPI(w *recorder, r *http.Request, c *call) {
 			return
 		}
 		writeJSON(w, http.StatusOK, u)
-	case len(seg) == 2 && seg[0] == "files":
+	case len(seg) == 2 && seg[0] == "files" && isDigits(seg[1]):
 		if !get {
 			writeMethodNotAllowed(w)
 			return
@@ -328,7 +332,7 @@ func (b *Box) routeAPI(w *recorder, r *http.Request, c *call) {
 			return
 		}
 		writeJSON(w, http.StatusOK, v)
-	case len(seg) == 3 && seg[0] == "files" && seg[2] == "content":
+	case len(seg) == 3 && seg[0] == "files" && isDigits(seg[1]) && seg[2] == "content":
 		if !get {
 			writeMethodNotAllowed(w)
 			return

@@ -77,6 +77,13 @@ type Config struct {
 	RedirectURIs []string
 	// PartSize is the upload-session part size (default 8 MiB).
 	PartSize int64
+	// MaxRecords caps how many Requests and TokenRequests are kept
+	// (default 100000; negative: no cap). Later ones are not recorded.
+	MaxRecords int
+	// MaxRetainedTotal caps the bytes of uploaded content kept in memory
+	// across all files (default 256 MiB); the oldest content is dropped
+	// first. Pattern files (see PatternReader) cost nothing.
+	MaxRetainedTotal int64
 	// Logf, when set, receives one line per notable event. It never
 	// receives tokens or secrets.
 	Logf func(format string, args ...any)
@@ -172,7 +179,7 @@ type accessToken struct {
 	userID                 string
 	grant                  string
 	expires                time.Time // Box clock
-	revoked                bool
+	revoked, expired       bool      // by RevokeAll/RevokeToken, by ExpireAll
 }
 
 type refreshToken struct {
@@ -230,6 +237,7 @@ type Box struct {
 	tokenReqs  []TokenRequest
 	reqs       []Request
 	recGen     int
+	noRecord   bool
 	revoked    []string
 	fault      Fault
 	faultLeft  int // <0: until changed
@@ -237,6 +245,8 @@ type Box struct {
 	denyLogin  bool
 	files      map[string]*file
 	fileSeq    int64
+	retained   int64    // bytes of file content held
+	keptOrder  []string // file IDs in the order their content was kept
 	downloads  map[string]download
 	sessions   map[string]*session
 }
@@ -260,6 +270,12 @@ func Start(cfg Config) (*Box, error) {
 	}
 	if cfg.PartSize <= 0 {
 		cfg.PartSize = DefaultPartSize
+	}
+	if cfg.MaxRecords == 0 {
+		cfg.MaxRecords = 100000
+	}
+	if cfg.MaxRetainedTotal <= 0 {
+		cfg.MaxRetainedTotal = 256 << 20
 	}
 	users := make(map[string]User, len(cfg.Users))
 	for _, u := range cfg.Users {
@@ -538,6 +554,19 @@ func (b *Box) RevokedTokens() []string {
 	return slices.Clone(b.revoked)
 }
 
+// SetRecording turns the recording of Requests and TokenRequests on (the
+// default) or off, e.g. for long benchmarks.
+func (b *Box) SetRecording(on bool) {
+	b.mu.Lock()
+	b.noRecord = !on
+	b.mu.Unlock()
+}
+
+// canRecordLocked reports whether one more record may be kept in list.
+func (b *Box) canRecordLocked(n int) bool {
+	return !b.noRecord && (b.cfg.MaxRecords < 0 || n < b.cfg.MaxRecords)
+}
+
 // ResetRecords forgets recorded token requests, requests and revocations.
 func (b *Box) ResetRecords() {
 	b.mu.Lock()
@@ -567,11 +596,8 @@ func (b *Box) RevokeAll() {
 // tokens stay valid.
 func (b *Box) ExpireAll() {
 	b.mu.Lock()
-	past := time.Now().Add(b.skew).Add(-time.Second)
 	for _, t := range b.tokens {
-		if t.expires.After(past) {
-			t.expires = past
-		}
+		t.expired = true
 	}
 	b.mu.Unlock()
 }
@@ -623,11 +649,12 @@ func (b *Box) ActiveRequests() int { return int(b.active.Load()) }
 // AddFile stores a file in folder "0" owned by the service account and
 // returns its ID.
 func (b *Box) AddFile(name string, content []byte) string {
-	sum := sha1Hex(content)
+	sink := newSink()
+	_, _ = sink.Write(content)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f := b.newFileLocked(name, "0", b.cfg.ServiceAccountID)
-	f.size, f.sha1, f.data, f.retained = int64(len(content)), sum, slices.Clone(content), true
+	b.setContentLocked(f, sink)
 	return f.id
 }
 
@@ -657,6 +684,36 @@ func (b *Box) FileContent(id string) ([]byte, bool) {
 
 func (f *file) export() File {
 	return File{ID: f.id, Name: f.name, ParentID: f.parent, OwnerID: f.owner, Size: f.size, SHA1: f.sha1, Retained: f.retained}
+}
+
+// setContentLocked gives f the sink's content and keeps the memory held
+// by all files under MaxRetainedTotal by dropping the oldest content.
+func (b *Box) setContentLocked(f *file, s *contentSink) {
+	old := int64(len(f.data))
+	s.store(f, time.Now().Add(b.skew))
+	b.retained += int64(len(f.data)) - old
+	if len(f.data) > 0 {
+		b.keptOrder = append(b.keptOrder, f.id)
+	}
+	keepF := false
+	for b.retained > b.cfg.MaxRetainedTotal && len(b.keptOrder) > 0 {
+		id := b.keptOrder[0]
+		b.keptOrder = b.keptOrder[1:]
+		g := b.files[id]
+		if g == f {
+			keepF = true
+			continue
+		}
+		if g == nil || len(g.data) == 0 {
+			continue
+		}
+		b.retained -= int64(len(g.data))
+		g.data, g.retained = nil, g.pattern
+		b.logf("dropped the content of file %s to stay under MaxRetainedTotal", g.id)
+	}
+	if keepF && len(f.data) > 0 {
+		b.keptOrder = append(b.keptOrder, f.id)
+	}
 }
 
 func (b *Box) newFileLocked(name, parent, owner string) *file {

@@ -58,7 +58,9 @@ func writeTokenError(w http.ResponseWriter, e *tokenError) {
 
 func (b *Box) recordToken(tr TokenRequest) {
 	b.mu.Lock()
-	b.tokenReqs = append(b.tokenReqs, tr)
+	if b.canRecordLocked(len(b.tokenReqs)) {
+		b.tokenReqs = append(b.tokenReqs, tr)
+	}
 	b.mu.Unlock()
 }
 
@@ -389,7 +391,7 @@ func (b *Box) lookupToken(tok string) (accessToken, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t, ok := b.tokens[tok]
-	if !ok || t.revoked || !time.Now().Add(b.skew).Before(t.expires) {
+	if !ok || t.revoked || t.expired || !time.Now().Add(b.skew).Before(t.expires) {
 		return accessToken{}, false
 	}
 	return *t, true

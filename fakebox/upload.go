@@ -125,7 +125,7 @@ func (s *contentSink) Write(p []byte) (int, error) {
 
 func (s *contentSink) sum() string { return hex.EncodeToString(s.h.Sum(nil)) }
 
-// store puts the sink's content into f.
+// store puts the sink's content into f. Use Box.setContentLocked.
 func (s *contentSink) store(f *file, now time.Time) {
 	f.size, f.sha1 = s.n, s.sum()
 	f.data, f.pattern = nil, false
@@ -297,7 +297,6 @@ func (b *Box) serveUpload(w http.ResponseWriter, r *http.Request, c *call, fileI
 		return
 	}
 	b.mu.Lock()
-	now := time.Now().Add(b.skew)
 	var f *file
 	if fileID == "" {
 		f = b.newFileLocked(attrs.Name, attrs.Parent.ID, c.user)
@@ -308,7 +307,7 @@ func (b *Box) serveUpload(w http.ResponseWriter, r *http.Request, c *call, fileI
 	} else if attrs.Name != "" {
 		f.name = attrs.Name
 	}
-	sink.store(f, now)
+	b.setContentLocked(f, sink)
 	v := f.json()
 	b.mu.Unlock()
 	b.logf("upload: file %s, %d bytes", f.id, sink.n)
@@ -639,7 +638,6 @@ func (b *Box) serveCommit(w http.ResponseWriter, r *http.Request, c *call, s *se
 
 	b.mu.Lock()
 	delete(b.sessions, s.id)
-	now := time.Now().Add(b.skew)
 	var f *file
 	if s.fileID == "" {
 		f = b.newFileLocked(s.fileName, s.folderID, c.user)
@@ -651,7 +649,7 @@ func (b *Box) serveCommit(w http.ResponseWriter, r *http.Request, c *call, s *se
 	if s.fileID != "" && s.fileName != "" {
 		f.name = s.fileName
 	}
-	sink.store(f, now)
+	b.setContentLocked(f, sink)
 	v := f.json()
 	b.mu.Unlock()
 	b.logf("upload session %s committed as file %s", s.id, f.id)

@@ -246,14 +246,25 @@ func CheckTarget(r *http.Request) *apierr.Error {
 			return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_path", Message: "encoded slashes, backslashes, dots and NULs are not accepted in the path"}
 		}
 	}
-	if strings.Contains(r.URL.Path, "\\") || hasDotSegment(r.URL.Path) {
-		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_path", Message: "dot segments and backslashes are not accepted in the path"}
+	if strings.Contains(r.URL.Path, "\\") || hasDotSegment(r.URL.Path) || hasControl(r.URL.Path) {
+		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_path", Message: "dot segments, backslashes and control characters are not accepted in the path"}
 	}
 	return nil
 }
 
+func hasControl(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x20 || p[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
 func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
+	for p != "" {
+		var seg string
+		seg, p, _ = strings.Cut(p, "/")
 		if seg == "." || seg == ".." {
 			return true
 		}

@@ -1,0 +1,242 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingSource hands out numbered tokens after an optional delay.
+type countingSource struct {
+	calls atomic.Int64
+	delay time.Duration
+	ttl   time.Duration
+	err   atomic.Pointer[error]
+}
+
+func (s *countingSource) Method() string { return "test" }
+
+func (s *countingSource) Token(ctx context.Context, sub Subject) (Token, error) {
+	n := s.calls.Add(1)
+	if s.delay > 0 {
+		select {
+		case <-time.After(s.delay):
+		case <-ctx.Done():
+			return Token{}, ctx.Err()
+		}
+	}
+	if e := s.err.Load(); e != nil {
+		return Token{}, *e
+	}
+	return NewToken(fmt.Sprintf("tok-%s-%d", sub.ID, n), time.Now().Add(s.ttl)), nil
+}
+
+func newTestCache(t *testing.T, src Source, o CacheOptions) *Cache {
+	t.Helper()
+	c, err := NewCache(src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestThousandConcurrentCallersCauseOneTokenRequest(t *testing.T) {
+	src := &countingSource{delay: 50 * time.Millisecond, ttl: time.Hour}
+	c := newTestCache(t, src, CacheOptions{})
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	for range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := c.Token(context.Background(), Subject{Enterprise, "1"})
+			if err != nil || tok.Access() != "tok-1-1" {
+				failures.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("token requests = %d, want 1", n)
+	}
+	if failures.Load() != 0 {
+		t.Fatalf("%d callers did not get the shared token", failures.Load())
+	}
+}
+
+func TestCachedTokenIsReusedUntilShortlyBeforeExpiry(t *testing.T) {
+	src := &countingSource{ttl: time.Hour}
+	c := newTestCache(t, src, CacheOptions{})
+	s := Subject{User, "42"}
+	for range 10 {
+		if _, err := c.Token(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("token requests = %d, want 1", n)
+	}
+}
+
+func TestTokenIsRenewedAheadOfExpiryWithoutMakingCallersWait(t *testing.T) {
+	src := &countingSource{ttl: time.Hour}
+	now := time.Now()
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&now)
+	c := newTestCache(t, src, CacheOptions{Now: func() time.Time { return *clock.Load() }})
+	s := Subject{Enterprise, "1"}
+	first, _ := c.Token(context.Background(), s)
+	later := now.Add(57 * time.Minute) // inside the refresh lead (5 to 7.5 min before expiry)
+	clock.Store(&later)
+	got, err := c.Token(context.Background(), s)
+	if err != nil || got.Access() != first.Access() {
+		t.Fatalf("during renewal the caller should get the still-valid token, got %v %v", got.Access(), err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for src.calls.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if src.calls.Load() != 2 {
+		t.Fatalf("no background renewal happened")
+	}
+	for time.Now().Before(deadline) {
+		if tok, _ := c.Token(context.Background(), s); tok.Access() != first.Access() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the renewed token never replaced the old one")
+}
+
+func TestExpiredTokenIsNeverHandedOut(t *testing.T) {
+	src := &countingSource{ttl: time.Hour}
+	now := time.Now()
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&now)
+	c := newTestCache(t, src, CacheOptions{Now: func() time.Time { return *clock.Load() }})
+	s := Subject{Enterprise, "1"}
+	first, _ := c.Token(context.Background(), s)
+	later := now.Add(time.Hour - 10*time.Second)
+	clock.Store(&later)
+	got, err := c.Token(context.Background(), s)
+	if err != nil || got.Access() == first.Access() {
+		t.Fatalf("a token 10s from expiry was handed out (%v)", err)
+	}
+}
+
+func TestInvalidateDropsOnlyTheRejectedToken(t *testing.T) {
+	src := &countingSource{ttl: time.Hour}
+	c := newTestCache(t, src, CacheOptions{})
+	s := Subject{Enterprise, "1"}
+	old, _ := c.Token(context.Background(), s)
+	if !c.Invalidate(s, old.Access()) {
+		t.Fatal("current token was not invalidated")
+	}
+	fresh, _ := c.Token(context.Background(), s)
+	if fresh.Access() == old.Access() {
+		t.Fatal("got the rejected token again")
+	}
+	if c.Invalidate(s, old.Access()) {
+		t.Fatal("a stale 401 dropped the newer token")
+	}
+	if again, _ := c.Token(context.Background(), s); again.Access() != fresh.Access() {
+		t.Fatal("the newer token was replaced")
+	}
+}
+
+func TestFailingEndpointIsBackedOffPerSubjectAndRecovers(t *testing.T) {
+	src := &countingSource{ttl: time.Hour}
+	outage := error(&TokenError{Kind: ErrUnavailable, Status: 503})
+	src.err.Store(&outage)
+	c := newTestCache(t, src, CacheOptions{BackoffBase: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+	s := Subject{Enterprise, "1"}
+	for range 20 {
+		_, err := c.Token(context.Background(), s)
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("err = %v, want ErrUnavailable", err)
+		}
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("token requests during back-off = %d, want 1", n)
+	}
+	var be *BackoffError
+	if _, err := c.Token(context.Background(), s); !errors.As(err, &be) {
+		t.Fatalf("err = %v, want a BackoffError", err)
+	}
+	src.err.Store(nil)
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := c.Token(context.Background(), s); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the cache did not recover after the endpoint came back")
+}
+
+func TestCallerThatGivesUpDoesNotCancelTheSharedRequest(t *testing.T) {
+	src := &countingSource{delay: 100 * time.Millisecond, ttl: time.Hour}
+	c := newTestCache(t, src, CacheOptions{})
+	s := Subject{Enterprise, "1"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := c.Token(ctx, s); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the caller's deadline", err)
+	}
+	tok, err := c.Token(context.Background(), s)
+	if err != nil || tok.IsZero() {
+		t.Fatalf("second caller: %v", err)
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("token requests = %d, want 1 (the first was not cancelled)", n)
+	}
+}
+
+func TestCacheKeepsAtMostSizeSubjects(t *testing.T) {
+	src := &countingSource{ttl: time.Hour}
+	c := newTestCache(t, src, CacheOptions{Size: 100})
+	for i := range 10000 {
+		if _, err := c.Token(context.Background(), Subject{User, fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.Len() != 100 {
+		t.Fatalf("cache holds %d subjects, want 100", c.Len())
+	}
+}
+
+func TestCacheRefusesToWrapItself(t *testing.T) {
+	c := newTestCache(t, &countingSource{}, CacheOptions{})
+	if _, err := NewCache(c, CacheOptions{}); err == nil {
+		t.Fatal("a Cache wrapped a Cache")
+	}
+}
+
+func TestTokenNeverPrintsItsSecret(t *testing.T) {
+	tok := NewToken("s3cr3t-access-token", time.Now())
+	for _, f := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+		if out := fmt.Sprintf(f, tok); strings.Contains(out, "s3cr3t") {
+			t.Fatalf("%s printed the token: %s", f, out)
+		}
+	}
+}
+
+func BenchmarkCacheHit(b *testing.B) {
+	c, _ := NewCache(&countingSource{ttl: time.Hour}, CacheOptions{})
+	s := Subject{Enterprise, "1"}
+	_, _ = c.Token(context.Background(), s)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.Token(ctx, s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
