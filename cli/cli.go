@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/boxproxy/boxproxy/auth"
 	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/server"
 )
@@ -122,6 +124,12 @@ func (r *runner) serve(ctx context.Context) error {
 func (r *runner) run(ctx context.Context, cfg *config.Config, log zerolog.Logger, s *server.Server, ready func(net.Addr)) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// After the first signal the server drains; restoring the default
+		// handling lets a second Ctrl-C (or SIGTERM) end the process at once.
+		<-ctx.Done()
+		stop()
+	}()
 	a := s.Auth()
 	return s.ListenAndRun(ctx, func(addr net.Addr) {
 		log.Info().Str("version", r.version).Str("listen", addr.String()).Str("auth", cfg.Auth).
@@ -197,10 +205,39 @@ func (r *runner) check() error {
 		return err
 	}
 	exp := "no known expiry (developer token)"
+	if cfg.Auth == config.MethodToken {
+		// A developer token is not fetched but given: only Box can say whether it still works.
+		if err := checkDeveloperToken(ctx, cfg, tok); err != nil {
+			return err
+		}
+		exp = "accepted by Box; " + exp
+	}
 	if !tok.Expiry.IsZero() {
 		exp = "expires in " + time.Until(tok.Expiry).Round(time.Second).String()
 	}
 	fmt.Fprintf(r.stdout, "ok: %s method, token for %s obtained, %s\n", cfg.Auth, a.Default, exp)
+	return nil
+}
+
+// checkDeveloperToken asks Box who the token's user is; a 401 means it has expired.
+func checkDeveloperToken(ctx context.Context, cfg *config.Config, tok auth.Token) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.API.String()+"/2.0/users/me?fields=id", nil)
+	if err != nil {
+		return err
+	}
+	req.Header["Authorization"] = tok.AuthorizationHeader()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach Box to check BOXPROXY_DEVELOPER_TOKEN: %v", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return errors.New("Box rejects BOXPROXY_DEVELOPER_TOKEN (developer tokens expire after 60 minutes): generate a new one in the Box Developer Console")
+	case resp.StatusCode >= 300:
+		return fmt.Errorf("Box answered %s to GET /2.0/users/me with BOXPROXY_DEVELOPER_TOKEN", resp.Status)
+	}
 	return nil
 }
 

@@ -1,7 +1,141 @@
 package cli
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
-// login and logout: (skeleton, being completed)
-func (r *runner) login() error  { return errors.New("not implemented yet") }
-func (r *runner) logout() error { return errors.New("not implemented yet") }
+	"github.com/boxproxy/boxproxy/config"
+	"github.com/boxproxy/boxproxy/server"
+)
+
+// defaultLoginTimeout bounds how long boxproxy login waits for the browser;
+// BOXPROXY_LOGIN_TIMEOUT overrides it.
+const defaultLoginTimeout = 10 * time.Minute
+
+// login serves the proxy (the callback must reach it), prints the URL to open,
+// waits until a browser completes the flow, and exits.
+func (r *runner) login() error {
+	cfg, log, err := r.load()
+	if err != nil {
+		return err
+	}
+	if cfg.Auth != config.MethodOAuth {
+		return fmt.Errorf("login is for the oauth method, but BOXPROXY_AUTH is %s", cfg.Auth)
+	}
+	timeout, err := r.loginTimeout()
+	if err != nil {
+		return err
+	}
+	s, err := server.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if o := s.Auth().OAuth; o.LoggedIn() {
+		fmt.Fprintf(r.stdout, "already logged in as %s; a new login replaces that one\n", o.User())
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	srvCtx, stopServer := context.WithCancel(context.Background())
+	defer stopServer()
+	served := make(chan error, 1)
+	go func() {
+		served <- r.run(srvCtx, cfg, log, s, func(net.Addr) {
+			fmt.Fprintf(r.stdout, "Open this URL in a browser to log in to Box:\n\n    %s\n\nWaiting for the login (up to %s)...\n",
+				s.LoginURL(), timeout)
+		})
+	}()
+	type result struct {
+		who string
+		err error
+	}
+	logged := make(chan result, 1)
+	go func() {
+		u, err := s.WaitLogin(ctx)
+		logged <- result{u.String(), err}
+	}()
+
+	select {
+	case err := <-served:
+		cancel()
+		<-logged
+		if err == nil {
+			err = errors.New("the server stopped")
+		}
+		return fmt.Errorf("cannot serve the login callback on %s: %v (if boxproxy already runs there, open %s in a browser instead)",
+			cfg.Listen, err, s.LoginURL())
+	case res := <-logged:
+		stopServer() // drains: the browser still gets its page
+		if serr := <-served; serr != nil && res.err == nil {
+			log.Warn().Err(serr).Msg("login: server stopped with an error")
+		}
+		switch {
+		case res.err == nil:
+			fmt.Fprintf(r.stdout, "logged in as %s; tokens saved in %s\n", res.who, s.Auth().OAuth.Path())
+			return nil
+		case errors.Is(res.err, context.DeadlineExceeded):
+			return fmt.Errorf("no login within %s: run boxproxy login again (BOXPROXY_LOGIN_TIMEOUT sets the wait)", timeout)
+		default:
+			return errors.New("interrupted before the login completed")
+		}
+	}
+}
+
+// loginTimeout reads BOXPROXY_LOGIN_TIMEOUT (a Go duration such as 5m).
+func (r *runner) loginTimeout() (time.Duration, error) {
+	for _, kv := range r.environ {
+		if v, ok := strings.CutPrefix(kv, config.Prefix+"LOGIN_TIMEOUT="); ok && v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return 0, fmt.Errorf("BOXPROXY_LOGIN_TIMEOUT %q is not a positive duration (e.g. 10m)", v)
+			}
+			return d, nil
+		}
+	}
+	return defaultLoginTimeout, nil
+}
+
+// logout revokes the tokens at Box and removes the token store.
+func (r *runner) logout() error {
+	cfg, log, err := r.load()
+	if err != nil {
+		return err
+	}
+	if cfg.Auth != config.MethodOAuth {
+		return fmt.Errorf("logout is for the oauth method, but BOXPROXY_AUTH is %s", cfg.Auth)
+	}
+	a, err := server.NewAuth(cfg, log, nil)
+	if err != nil {
+		return err
+	}
+	o := a.OAuth
+	if !o.LoggedIn() {
+		if o.LoginExpired() {
+			if err := o.Logout(context.Background()); err != nil {
+				return err
+			}
+			fmt.Fprintf(r.stdout, "not logged in (Box had already rejected the saved login); removed %s\n", o.Path())
+			return nil
+		}
+		fmt.Fprintf(r.stdout, "not logged in (no tokens in %s); nothing to do\n", o.Path())
+		return nil
+	}
+	who := o.User()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.TokenTimeout+time.Second)
+	defer cancel()
+	if err := o.Logout(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.stdout, "logged out %s: tokens revoked at Box and %s removed\n", who, o.Path())
+	return nil
+}

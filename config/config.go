@@ -34,11 +34,12 @@ const (
 	AsUserHeader = "header"
 )
 
-// Config is every setting. The help tag is what `boxproxy --help` prints; the
-// secret tag marks variables that have a _FILE form and never get printed.
+// Config is every setting. The help tag is what `boxproxy --help` prints (with
+// envDefault, or helpDefault for defaults that Load computes); the secret tag
+// marks variables that have a _FILE form and never get printed.
 type Config struct {
 	Listen          string        `env:"LISTEN" envDefault:"127.0.0.1:8080" help:"address to serve on; a non-loopback address needs BOXPROXY_INBOUND_KEY"`
-	Auth            string        `env:"AUTH" help:"ccg, jwt, oauth or token; inferred from the credentials that are set"`
+	Auth            string        `env:"AUTH" helpDefault:"inferred" help:"ccg, jwt, oauth or token; inferred from the credentials that are set"`
 	ClientID        string        `env:"CLIENT_ID" secret:"file" help:"the Box app's client ID (ccg, jwt, oauth)"`
 	ClientSecret    string        `env:"CLIENT_SECRET" secret:"true" help:"the Box app's client secret (ccg, jwt, oauth)"`
 	EnterpriseID    string        `env:"ENTERPRISE_ID" help:"default subject: the enterprise's Service Account (ccg, jwt)"`
@@ -49,9 +50,9 @@ type Config struct {
 	JWTPassphrase   string        `env:"JWT_PASSPHRASE" secret:"true" help:"passphrase of an encrypted private key (jwt)"`
 	DeveloperToken  string        `env:"DEVELOPER_TOKEN" secret:"true" help:"a fixed developer token (token method); it cannot be refreshed"`
 	TokenStore      string        `env:"TOKEN_STORE" envDefault:"boxproxy-tokens.json" help:"file where the oauth method keeps its tokens between runs (mode 0600)"`
-	PublicURL       string        `env:"PUBLIC_URL" help:"how clients and browsers reach the proxy (default http://localhost:<port of BOXPROXY_LISTEN>); OAuth redirect URI is this + /auth/callback"`
-	AsUser          string        `env:"AS_USER" help:"token (As-User picks a token minted for that user; default for ccg, jwt) or header (As-User is passed on; default otherwise)"`
-	AllowedUsers    []string      `env:"ALLOWED_USERS" envSeparator:"," help:"comma-separated user IDs that As-User may name (default: all)"`
+	PublicURL       string        `env:"PUBLIC_URL" helpDefault:"http://localhost:<port of BOXPROXY_LISTEN>" help:"how clients and browsers reach the proxy; OAuth redirect URI is this + /auth/callback"`
+	AsUser          string        `env:"AS_USER" helpDefault:"token for ccg/jwt, else header" help:"token (As-User picks a token minted for that user) or header (As-User is passed on beside the app's token)"`
+	AllowedUsers    []string      `env:"ALLOWED_USERS" envSeparator:"," helpDefault:"all" help:"comma-separated user IDs that As-User may name"`
 	TokenCacheSize  int           `env:"TOKEN_CACHE_SIZE" envDefault:"1000" help:"how many subjects' tokens the cache keeps"`
 	InboundKey      string        `env:"INBOUND_KEY" secret:"true" help:"when set, every request must carry Proxy-Authorization: Bearer <key>"`
 	APIURL          string        `env:"API_URL" envDefault:"https://api.box.com" help:"upstream for /2.0/..."`
@@ -62,6 +63,7 @@ type Config struct {
 	RetryBodyLimit  ByteSize      `env:"RETRY_BODY_LIMIT" envDefault:"10MiB" help:"largest request body kept in memory so it can be sent again after a 401"`
 	UpstreamRetries int           `env:"UPSTREAM_RETRIES" envDefault:"0" help:"extra attempts for 429/5xx/network errors on idempotent methods, honouring Retry-After"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long in-flight requests may finish after SIGTERM"`
+	HeaderTimeout   time.Duration `env:"HEADER_TIMEOUT" envDefault:"10s" help:"longest time a client may take to send a request's headers; slower clients are disconnected"`
 	QuitEndpoint    bool          `env:"QUIT_ENDPOINT" envDefault:"false" help:"serve POST /quitquitquit (ends a sidecar when a Job is done)"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat       string        `env:"LOG_FORMAT" envDefault:"json" help:"json or console"`
@@ -169,7 +171,7 @@ func cleanEnvError(err error) error {
 		for _, e := range agg.Errors {
 			var pe env.ParseError
 			if errors.As(e, &pe) {
-				msgs = append(msgs, fmt.Sprintf("%s%s: cannot parse as %s", Prefix, envName(pe.Name), pe.Type))
+				msgs = append(msgs, fmt.Sprintf("%s%s: %s", Prefix, envName(pe.Name), expected(pe.Type)))
 				continue
 			}
 			msgs = append(msgs, e.Error())
@@ -177,6 +179,23 @@ func cleanEnvError(err error) error {
 		return errors.New(strings.Join(msgs, "; "))
 	}
 	return err
+}
+
+// expected says what a variable of type t must look like (never echoing the value).
+func expected(t reflect.Type) string {
+	switch t {
+	case reflect.TypeOf(ByteSize(0)):
+		return "not a size (e.g. 10MiB, 512KiB, 1GB, 1048576)"
+	case reflect.TypeOf(time.Duration(0)):
+		return "not a duration (e.g. 30s, 2m, 500ms)"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "not a boolean (true or false)"
+	case reflect.Int, reflect.Int64:
+		return "not a whole number"
+	}
+	return "cannot parse as " + t.String()
 }
 
 func envName(field string) string {
@@ -280,7 +299,14 @@ func (c *Config) check() error {
 		c.AllowedUsers[i] = u
 	}
 
-	var err error
+	// LISTEN first: the default PUBLIC_URL is made from its port.
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("BOXPROXY_LISTEN=%q is not host:port (e.g. 127.0.0.1:8080)", sanitize(c.Listen))
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("BOXPROXY_LISTEN=%q: the port must be a number", sanitize(c.Listen))
+	}
 	if c.API, err = parseURL("API_URL", c.APIURL); err != nil {
 		return err
 	}
@@ -288,10 +314,7 @@ func (c *Config) check() error {
 		return err
 	}
 	if c.PublicURL == "" {
-		c.PublicURL = "http://localhost:8080"
-		if _, port, err := net.SplitHostPort(c.Listen); err == nil {
-			c.PublicURL = "http://localhost:" + port
-		}
+		c.PublicURL = "http://localhost:" + port
 	}
 	if c.Public, err = parseURL("PUBLIC_URL", c.PublicURL); err != nil {
 		return err
@@ -303,13 +326,6 @@ func (c *Config) check() error {
 		return err
 	}
 
-	host, port, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		return fmt.Errorf("BOXPROXY_LISTEN=%q is not host:port (e.g. 127.0.0.1:8080)", sanitize(c.Listen))
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("BOXPROXY_LISTEN=%q: the port must be a number", sanitize(c.Listen))
-	}
 	if !IsLoopback(host) && c.InboundKey == "" {
 		return fmt.Errorf("BOXPROXY_LISTEN=%s is not a loopback address: anyone who reaches it would use your Box credentials; "+
 			"set BOXPROXY_INBOUND_KEY (or _FILE), or listen on 127.0.0.1", sanitize(c.Listen))
@@ -325,6 +341,9 @@ func (c *Config) check() error {
 	}
 	if c.TokenTimeout <= 0 || c.ShutdownTimeout < 0 {
 		return errors.New("BOXPROXY_TOKEN_TIMEOUT must be positive and BOXPROXY_SHUTDOWN_TIMEOUT not negative")
+	}
+	if c.HeaderTimeout <= 0 {
+		return errors.New("BOXPROXY_HEADER_TIMEOUT must be positive")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error", "trace":
@@ -418,6 +437,9 @@ func Help() string {
 			continue
 		}
 		def := f.Tag.Get("envDefault")
+		if def == "" {
+			def = f.Tag.Get("helpDefault") // computed defaults, described
+		}
 		if def == "" {
 			def = "-"
 		}

@@ -102,9 +102,13 @@ func NewWithAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, a *
 		}
 		return max(0, time.Until(t.Expiry).Seconds())
 	})
+	headerTimeout := cfg.HeaderTimeout
+	if headerTimeout <= 0 {
+		headerTimeout = 10 * time.Second
+	}
 	s.http = &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          nil,
@@ -294,6 +298,13 @@ func (s *Server) guard(r *http.Request) *apierr.Error {
 		return &apierr.Error{Status: http.StatusForbidden, Code: "cross_origin",
 			Message: "cross-origin browser requests are refused; only pages from BOXPROXY_PUBLIC_URL may call the proxy"}
 	}
+	// Browsers send no Origin on a cross-site GET (<img>, a link, a form), but
+	// they do send Sec-Fetch-Site. Only the OAuth pages are reached that way
+	// on purpose (Box's page redirects to it), and /auth/login from a link.
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" && !strings.HasPrefix(r.URL.Path, "/auth/") {
+		return &apierr.Error{Status: http.StatusForbidden, Code: "cross_origin",
+			Message: "cross-site browser requests are refused (Sec-Fetch-Site: " + sanitizeHeader(site) + ")"}
+	}
 	if s.keyHash != nil {
 		got := r.Header.Get("Proxy-Authorization")
 		scheme, key, _ := strings.Cut(got, " ")
@@ -314,6 +325,13 @@ func (s *Server) requestID(r *http.Request) string {
 	id := s.idBase + strconv.FormatUint(s.idSeq.Add(1), 10)
 	r.Header["X-Request-Id"] = []string{id}
 	return id
+}
+
+func sanitizeHeader(v string) string {
+	if len(v) > 32 || !printable(v) {
+		return "?"
+	}
+	return v
 }
 
 func printable(v string) bool {

@@ -1,0 +1,194 @@
+package cli_test
+
+import (
+	"bytes"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/boxproxy/boxproxy/cli"
+	"github.com/boxproxy/boxproxy/config"
+	"github.com/boxproxy/boxproxy/fakebox"
+)
+
+const (
+	clientID     = "cli-test-client"
+	clientSecret = "cli-test-secret-Qw7p"
+	enterpriseID = "700100"
+)
+
+// run calls cli.Main and returns its exit code and output.
+func run(t *testing.T, environ []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = cli.Main(args, environ, &out, &errb, "1.2.3-test")
+	return code, out.String(), errb.String()
+}
+
+// humanLines are stderr's lines that are not JSON log lines.
+func humanLines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "{") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func startBox(t *testing.T) *fakebox.Box {
+	t.Helper()
+	b, err := fakebox.Start(fakebox.Config{
+		ClientID: clientID, ClientSecret: clientSecret, EnterpriseID: enterpriseID,
+		Users: []fakebox.User{{ID: "2001", Name: "Alice", Login: "alice@example.com"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+func ccgEnv(b *fakebox.Box, secret string) []string {
+	return []string{
+		"BOXPROXY_CLIENT_ID=" + clientID, "BOXPROXY_CLIENT_SECRET=" + secret, "BOXPROXY_ENTERPRISE_ID=" + enterpriseID,
+		"BOXPROXY_API_URL=" + b.APIURL(), "BOXPROXY_UPLOAD_URL=" + b.UploadURL(), "BOXPROXY_TOKEN_URL=" + b.TokenURL(),
+	}
+}
+
+func TestCLIVersionPrintsTheBuildVersion(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"version", "--version"} {
+		code, stdout, stderr := run(t, nil, arg)
+		if code != 0 || stdout != "boxproxy 1.2.3-test\n" || stderr != "" {
+			t.Errorf("%s: %d %q %q", arg, code, stdout, stderr)
+		}
+	}
+}
+
+func TestCLIHelpListsEveryConfigurationVariable(t *testing.T) {
+	t.Parallel()
+	code, stdout, stderr := run(t, nil, "--help")
+	if code != 0 || stderr != "" {
+		t.Fatalf("--help: %d %q", code, stderr)
+	}
+	typ := reflect.TypeOf(config.Config{})
+	for i := range typ.NumField() {
+		name := typ.Field(i).Tag.Get("env")
+		if name == "" || name == "-" {
+			continue
+		}
+		if !regexp.MustCompile(`(?m)^\s+` + config.Prefix + name + `\s+\(default [^)]+\)\s+\S`).MatchString(stdout) {
+			t.Errorf("--help does not list %s%s with a default and a meaning", config.Prefix, name)
+		}
+	}
+	if !strings.Contains(stdout, "NAME_FILE") {
+		t.Error("--help does not explain the _FILE forms")
+	}
+}
+
+func TestCLIUnknownCommandExits2WithOneLine(t *testing.T) {
+	t.Parallel()
+	code, stdout, stderr := run(t, nil, "srve")
+	if code != 2 || stdout != "" || len(humanLines(stderr)) != 1 || !strings.Contains(stderr, `"srve"`) {
+		t.Errorf("unknown command: %d %q %q; want 2 and one line naming it", code, stdout, stderr)
+	}
+}
+
+func TestCLIConfigurationErrorsExit1WithOneLineForEveryCommand(t *testing.T) {
+	t.Parallel()
+	env := []string{"BOXPROXY_CLIENT_ID=x", "BOXPROXY_CLIENT_SECRET=" + clientSecret, "BOXPROXY_ENTERPRISE_ID=1", "BOXPROXY_LISTEN=0.0.0.0:8080"}
+	for _, cmd := range []string{"serve", "token", "check"} {
+		code, stdout, stderr := run(t, env, cmd)
+		lines := humanLines(stderr)
+		if code != 1 || stdout != "" || len(lines) != 1 || !strings.HasPrefix(lines[0], "boxproxy "+cmd+": BOXPROXY_LISTEN") {
+			t.Errorf("%s with a bad configuration: %d %q %q; want 1 and one line naming BOXPROXY_LISTEN", cmd, code, stdout, stderr)
+		}
+		if strings.Contains(stdout+stderr, clientSecret) {
+			t.Errorf("%s printed the client secret", cmd)
+		}
+	}
+	// serve without any argument is serve.
+	if code, _, stderr := run(t, env); code != 1 || !strings.HasPrefix(stderr, "boxproxy serve: ") {
+		t.Errorf("no command: %d %q, want serve's error", code, stderr)
+	}
+}
+
+func TestCLITokenRefusesBadArgumentsWithOneLine(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	devEnv := []string{"BOXPROXY_DEVELOPER_TOKEN=cli-dev-token-Qw7p"}
+	allowed := append(ccgEnv(box, clientSecret), "BOXPROXY_ALLOWED_USERS=2001")
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"missing ID", allowed, []string{"token", "--as-user"}, "--as-user"},
+		{"not an ID", allowed, []string{"token", "--as-user", "alice"}, "--as-user"},
+		{"unknown flag", allowed, []string{"token", "--user", "2001"}, "--user"},
+		{"user not allowed", allowed, []string{"token", "--as-user", "2002"}, "BOXPROXY_ALLOWED_USERS"},
+		{"method without user tokens", devEnv, []string{"token", "--as-user", "2001"}, "ccg or jwt"},
+	} {
+		tokens := len(box.TokenRequests())
+		code, stdout, stderr := run(t, tc.env, tc.args...)
+		lines := humanLines(stderr)
+		if code != 1 || stdout != "" || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("%s: %d %q %q; want exit 1 and one line mentioning %s", tc.name, code, stdout, stderr, tc.want)
+		}
+		if strings.Contains(stdout+stderr, "Qw7p") {
+			t.Errorf("%s: a secret was printed", tc.name)
+		}
+		if n := len(box.TokenRequests()); n != tokens {
+			t.Errorf("%s: %d token requests for a refused command", tc.name, n-tokens)
+		}
+	}
+}
+
+func TestCLITokenPrintsOneTokenForTheAppOrAUser(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	for _, args := range [][]string{{"token"}, {"token", "--as-user", "2001"}, {"token", "--as-user=2001"}} {
+		code, stdout, stderr := run(t, ccgEnv(box, clientSecret), args...)
+		if code != 0 || !regexp.MustCompile(`^\S+\n$`).MatchString(stdout) {
+			t.Fatalf("%v: %d, %d lines on stdout, stderr %q", args, code, strings.Count(stdout, "\n"), stderr)
+		}
+		tok := strings.TrimSpace(stdout)
+		if strings.Contains(stderr, tok) {
+			t.Errorf("%v: the token is also on stderr", args)
+		}
+	}
+	if n := box.CountTokenRequestsFor("user", "2001"); n != 2 {
+		t.Errorf("--as-user 2001 made %d user token requests, want 2", n)
+	}
+	if n := box.CountTokenRequestsFor("enterprise", enterpriseID); n != 1 {
+		t.Errorf("token made %d enterprise token requests, want 1", n)
+	}
+
+	code, stdout, _ := run(t, []string{"BOXPROXY_DEVELOPER_TOKEN=cli-dev-token-Qw7p"}, "token")
+	if code != 0 || stdout != "cli-dev-token-Qw7p\n" {
+		t.Errorf("token with a developer token: %d %q, want the developer token", code, stdout)
+	}
+}
+
+func TestCLICheckSaysOKOrExitsNonZeroWithTheReason(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	code, stdout, stderr := run(t, ccgEnv(box, clientSecret), "check")
+	if code != 0 || !regexp.MustCompile(`^ok: ccg method, token for \S*`+enterpriseID+`\S* obtained, expires in \S+\n$`).MatchString(stdout) {
+		t.Errorf("check: %d %q %q", code, stdout, stderr)
+	}
+	box.SetTokenFault(fakebox.Fault503)
+	code, stdout, stderr = run(t, ccgEnv(box, clientSecret), "check")
+	if lines := humanLines(stderr); code != 1 || stdout != "" || len(lines) != 1 || !strings.HasPrefix(lines[0], "boxproxy check: ") {
+		t.Errorf("check while the token endpoint answers 503: %d %q %q; want 1 and one line", code, stdout, stderr)
+	}
+	box.SetTokenFault(fakebox.FaultNone)
+	wrong := "cli-wrong-secret-Zx3"
+	code, stdout, stderr = run(t, ccgEnv(box, wrong), "check")
+	if lines := humanLines(stderr); code != 1 || stdout != "" || len(lines) != 1 || strings.Contains(stderr, wrong) {
+		t.Errorf("check with a wrong secret: %d %q %q; want 1 and one line without the secret", code, stdout, stderr)
+	}
+}
