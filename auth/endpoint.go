@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/boxproxy/boxproxy/metrics"
@@ -166,7 +167,15 @@ func transportError(method string, err error) *TokenError {
 		te.Cause = context.Canceled
 		return te
 	}
-	te.Cause = errors.New(sanitize(err.Error(), 200))
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		// A bare "EOF" tells a reader nothing.
+		te.Cause = errors.New("connection closed without an answer")
+	case errors.Is(err, syscall.ECONNRESET):
+		te.Cause = errors.New("connection reset")
+	default:
+		te.Cause = errors.New(sanitize(err.Error(), 200))
+	}
 	return te
 }
 
@@ -192,7 +201,9 @@ func retryAfter(v string) time.Duration {
 		return 0
 	}
 	if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
-		return time.Duration(s * float64(time.Second))
+		// Bounded before converting: a huge value (or Inf) would overflow
+		// Duration and come out negative, i.e. ignored.
+		return time.Duration(min(s, 24*3600) * float64(time.Second))
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return time.Until(t)

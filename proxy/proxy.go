@@ -52,11 +52,12 @@ type Options struct {
 
 // Proxy is the http.Handler for /2.0/ and /api/2.0/.
 type Proxy struct {
-	o       Options
-	allowed map[string]struct{}
-	rp      *httputil.ReverseProxy
-	rt      *transport
-	public  string // Public without a trailing slash
+	o           Options
+	allowed     map[string]struct{}
+	rp          *httputil.ReverseProxy
+	rt          *transport
+	public      string // Public without a trailing slash
+	defaultName string
 }
 
 // New checks o and builds a Proxy.
@@ -70,7 +71,7 @@ func New(o Options) (*Proxy, error) {
 	if o.RetryWaitMax <= 0 {
 		o.RetryWaitMax = 10 * time.Second
 	}
-	p := &Proxy{o: o, public: strings.TrimSuffix(o.Public.String(), "/")}
+	p := &Proxy{o: o, public: strings.TrimSuffix(o.Public.String(), "/"), defaultName: o.DefaultSubject.String()}
 	if len(o.AllowedUsers) > 0 {
 		p.allowed = make(map[string]struct{}, len(o.AllowedUsers))
 		for _, u := range o.AllowedUsers {
@@ -179,7 +180,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			st.subject, st.stripAs = auth.Subject{Type: auth.User, ID: id}, true
 		}
 	}
-	st.info.Subject = st.subject.ID
+	st.info.Subject = p.subjectName(st.subject)
 	if err := p.keepBody(r, st); err != nil {
 		if r.Context().Err() == nil {
 			apierr.Write(w, http.StatusBadRequest, "bad_request_body", "could not read the request body")
@@ -187,6 +188,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// subjectName is the subject as logs show it (enterprise:ID or user:ID),
+// without building a string for the default subject on every request.
+func (p *Proxy) subjectName(s auth.Subject) string {
+	if s == p.o.DefaultSubject {
+		return p.defaultName
+	}
+	return s.String()
 }
 
 // keepBody decides whether the request can be sent twice. A 401 retry needs
@@ -304,6 +314,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	delete(h, "Authorization")
 	delete(h, "Proxy-Authorization")
 	delete(h, "Cookie")
+	if strings.Contains(pr.In.URL.Path, "/upload_sessions") {
+		// Its session URLs are rewritten: the answer must not be compressed.
+		delete(h, "Accept-Encoding")
+	}
 	if st.stripAs {
 		delete(h, "As-User")
 	}
@@ -316,16 +330,18 @@ func stripAccessToken(q string) string {
 		return q
 	}
 	var b strings.Builder
-	for q != "" {
+	kept := 0
+	for more := true; more; {
 		var part string
-		part, q, _ = strings.Cut(q, "&")
+		part, q, more = strings.Cut(q, "&")
 		key, _, _ := strings.Cut(part, "=")
 		if k, err := url.QueryUnescape(key); (err == nil && k == "access_token") || key == "access_token" {
 			continue
 		}
-		if b.Len() > 0 {
-			b.WriteByte('&')
+		if kept > 0 {
+			b.WriteByte('&') // empty parameters are kept too: byte for byte
 		}
+		kept++
 		b.WriteString(part)
 	}
 	return b.String()

@@ -25,8 +25,8 @@ type fixedTokens struct {
 }
 
 func (f *fixedTokens) Token(context.Context, auth.Subject) (auth.Token, error) { return f.tok, nil }
-func (f *fixedTokens) Invalidate(auth.Subject, string) bool               { f.invalidated.Add(1); return true }
-func (f *fixedTokens) Refreshable() bool                                  { return true }
+func (f *fixedTokens) Invalidate(auth.Subject, string) bool                    { f.invalidated.Add(1); return true }
+func (f *fixedTokens) Refreshable() bool                                       { return true }
 
 func newTestProxy(tb testing.TB, upstream string, rt http.RoundTripper) *Proxy {
 	tb.Helper()

@@ -163,6 +163,11 @@ func ErrorFor(err error, loginURL string) *apierr.Error {
 	if errors.As(err, &te) && te.RetryAfter > 0 && e.RetryAfter == 0 {
 		e.RetryAfter = max(1, int(te.RetryAfter.Seconds()))
 	}
+	if e.RetryAfter == 0 && (errors.Is(err, auth.ErrUnavailable) || errors.Is(err, auth.ErrTimeout) || errors.Is(err, auth.ErrBadResponse)) {
+		// The request that made the failed attempt gets the same hint as
+		// those answered from the back-off that follows it.
+		e.RetryAfter = 1
+	}
 	switch {
 	case errors.Is(err, auth.ErrLoginRequired):
 		e.Status, e.Code = http.StatusServiceUnavailable, "login_required"

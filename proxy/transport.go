@@ -127,6 +127,11 @@ func (t *transport) retryWait(resp *http.Response, n int) time.Duration {
 	if resp != nil {
 		if v := resp.Header.Get("Retry-After"); v != "" {
 			if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
+				// Compare before converting: a huge value (or Inf) would
+				// overflow Duration and come out negative, i.e. no wait.
+				if s >= t.p.o.RetryWaitMax.Seconds() {
+					return t.p.o.RetryWaitMax
+				}
 				wait = time.Duration(s * float64(time.Second))
 			} else if d, err := http.ParseTime(v); err == nil {
 				wait = time.Until(d)

@@ -158,6 +158,7 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	route  string
 	info   proxy.Info
 }
 
@@ -196,10 +197,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := s.requestID(r)
 	w.Header()["X-Request-Id"] = []string{id}
 	s.m.InFlight(1)
-	route := s.serve(rec, r)
+	// The bookkeeping runs even when ReverseProxy aborts the handler with
+	// http.ErrAbortHandler (the client hung up mid-body); the panic then goes
+	// on, so that the server cuts the connection instead of ending a chunked
+	// body as if it were complete.
+	defer func() {
+		p := recover()
+		s.finish(rec, r, id, start, p != nil)
+		if p != nil {
+			panic(p)
+		}
+	}()
+	rec.route = s.serve(rec, r)
+}
+
+// finish counts and logs one request.
+func (s *Server) finish(rec *recorder, r *http.Request, id string, start time.Time, aborted bool) {
 	s.m.InFlight(-1)
+	route := rec.route
+	if route == "" {
+		route = routeOf(r.URL.Path)
+	}
 	if rec.status == 0 {
 		rec.status = http.StatusOK
+		if aborted {
+			rec.status = 499
+		}
 	}
 	s.m.Request(route, rec.status)
 	if route == "healthz" || route == "readyz" || route == "metrics" {
@@ -218,7 +241,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec.info.BoxRequestID != "" {
 		ev.Str("box_request_id", rec.info.BoxRequestID)
 	}
+	if aborted {
+		ev.Bool("aborted", true)
+	}
 	ev.Msg("request")
+}
+
+// routeOf names the route of a path for a request that ended before serve
+// returned.
+func routeOf(path string) string {
+	switch {
+	case strings.HasPrefix(path, "/2.0/"):
+		return "api"
+	case strings.HasPrefix(path, "/api/2.0/"):
+		return "upload"
+	}
+	return "other"
 }
 
 // logPath is the path without the query (which may carry a client's token).

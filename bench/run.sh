@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# One-command benchmark: boxproxy vs nginx vs no proxy at all.
+#
+#   bash bench/run.sh
+#
+# Installs nginx + wrk (apt-get) when missing, builds boxproxy and a tiny local
+# upstream (bench/upstream), starts everything on 127.0.0.1, runs wrk against
+# the upstream directly, through nginx and through boxproxy, interleaved, and
+# prints a markdown table (also written to bench/results/latest.md). Then runs
+# the 200 MiB upload/download check of bench/transfer.sh (TRANSFER=0 skips it).
+#
+# Environment (all optional):
+#   DURATION=5          seconds per wrk run
+#   ROUNDS=3            rounds per connection count; the median is reported
+#   CONNS="1 16 64"     connection counts
+#   WRK_THREADS=2       wrk threads (capped at the connection count)
+#   WARMUP=1            seconds of warm-up per target before measuring (0: none)
+#   NGINX_WORKERS=1     nginx worker_processes
+#   BOXPROXY_PROCS=     GOMAXPROCS for boxproxy (default: Go's default, all cores)
+#   UPSTREAM_PROCS=     GOMAXPROCS for the upstream (default: all cores)
+#   UPSTREAM_PORT= NGINX_PORT= BOXPROXY_PORT=   fixed ports (default: free ones)
+#   TRANSFER=1          also run the 200 MiB transfer check (see transfer.sh)
+#   BOXPROXY_BIN=       measure this boxproxy binary instead of building one
+#   BENCH_NO_INSTALL=1  never call apt-get
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=transfer.sh
+source "$BENCH_DIR/transfer.sh"
+
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-"1 16 64"}
+WRK_THREADS=${WRK_THREADS:-2}
+WARMUP=${WARMUP:-1}
+REQ_PATH=/2.0/users/me
+
+# run_wrk NAME PORT CONNS SECONDS OUTFILE -> prints "req/s p99_ms errors"
+run_wrk() {
+	local port=$2 c=$3 d=$4 out=$5 t=$WRK_THREADS
+	((t > c)) && t=$c
+	timeout -k 5 $((d + 30)) wrk -t"$t" -c"$c" -d"${d}s" --latency \
+		"http://127.0.0.1:$port$REQ_PATH" >"$out" 2>&1 || true
+	awk '
+		function ms(v) {
+			if (v ~ /us$/) return substr(v, 1, length(v)-2) / 1000
+			if (v ~ /ms$/) return substr(v, 1, length(v)-2) + 0
+			if (v ~ /m$/)  return substr(v, 1, length(v)-1) * 60000
+			if (v ~ /s$/)  return substr(v, 1, length(v)-1) * 1000
+			return v + 0
+		}
+		/^ *99%/                 { p99 = ms($2) }
+		/^Requests\/sec:/        { rps = $2 }
+		/Non-2xx or 3xx/         { err += $NF }
+		/Socket errors:/         { gsub(",", ""); err += $4 + $6 + $8 + $10 }
+		END {
+			if (rps == "") { print "- - -"; exit }
+			printf "%.0f %.3f %d\n", rps, p99, err
+		}' "$out"
+}
+
+main() {
+	LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+	if awk -v n="$(nproc)" '{ exit !($1 > n / 2) }' /proc/loadavg; then
+		log "note: load average is $LOAD_AT_START on $(nproc) cores; other work will make the numbers noisy"
+	fi
+	bench_init
+	bench_install_tools
+	bench_build
+
+	start_upstream
+	start_nginx
+	check_target nginx "http://127.0.0.1:$NGINX_PORT" "Bearer $BENCH_TOKEN" || die "nginx does not proxy as expected"
+	if start_boxproxy; then
+		if ! check_target boxproxy "http://127.0.0.1:$BOXPROXY_PORT" "Bearer $BENCH_TOKEN"; then
+			log "boxproxy does not proxy /2.0/users/me as expected; skipping its column"
+			stop_boxproxy
+			HAVE_BOXPROXY=0
+		fi
+	fi
+
+	local targets=(direct nginx) raw="$RESULTS_DIR/raw" csv="$RESULTS_DIR/latest.csv"
+	[[ $HAVE_BOXPROXY == 1 ]] && targets+=(boxproxy)
+	declare -A port=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PORT [boxproxy]=${BOXPROXY_PORT:-})
+	rm -rf "$raw" && mkdir -p "$raw"
+	echo "conns,round,target,req_per_s,p99_ms,errors" >"$csv"
+
+	if ((WARMUP > 0)); then
+		log "warm-up: ${WARMUP}s per target"
+		for t in "${targets[@]}"; do run_wrk "$t" "${port[$t]}" 16 "$WARMUP" "$raw/warmup-$t.txt" >/dev/null; done
+	fi
+
+	local est=$(( $(wc -w <<<"$CONNS") * ROUNDS * ${#targets[@]} * DURATION ))
+	log "measuring: conns {$CONNS} x $ROUNDS rounds x {${targets[*]}} x ${DURATION}s ≈ ${est}s"
+	local c r t res
+	for c in $CONNS; do
+		for ((r = 1; r <= ROUNDS; r++)); do
+			for t in "${targets[@]}"; do
+				res=$(run_wrk "$t" "${port[$t]}" "$c" "$DURATION" "$raw/c$c-r$r-$t.txt")
+				read -r rps p99 err <<<"$res"
+				echo "$c,$r,$t,$rps,$p99,$err" >>"$csv"
+				log "$(printf 'c=%-3s round %d %-9s %8s req/s  p99 %8s ms%s' "$c" "$r" "$t" "$rps" "$p99" \
+					"$([[ $err != 0 && $err != - ]] && echo "  ($err errors/non-2xx)")")"
+			done
+		done
+	done
+
+	local report="$RESULTS_DIR/latest.md"
+	{
+		echo "## boxproxy benchmark: GET $REQ_PATH, ~100-byte JSON answer"
+		echo
+		echo "- $(machine_line)"
+		echo "- load average when the run started: $LOAD_AT_START (1, 5, 15 min); well above 0 means other work competed for the cores too."
+		echo "- wrk, both proxies and the upstream all run on this machine and share these $(nproc) cores, so absolute numbers understate what a dedicated host does; compare columns, not machines."
+		echo "- wrk ${DURATION}s per run, threads min(${WRK_THREADS}, connections), ${ROUNDS} interleaved round(s) (direct, nginx, boxproxy), median shown."
+		echo "- nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'): ${NGINX_WORKERS:-1} worker, upstream keepalive 64, HTTP/1.1, injects Authorization. boxproxy: token method, GOMAXPROCS=${BOXPROXY_PROCS:-default ($(nproc))}, log level warn. Upstream: bench/upstream (Go), GOMAXPROCS=${UPSTREAM_PROCS:-default ($(nproc))}."
+		if [[ $HAVE_BOXPROXY == 1 ]]; then
+			local ver
+			ver=$(BOXPROXY_LISTEN=127.0.0.1:0 timeout -k 1 5 "$BOXPROXY_EXE" version 2>/dev/null | head -n1 || true)
+			echo "- boxproxy version: ${ver:-unknown}"
+		fi
+		[[ $HAVE_BOXPROXY == 1 ]] || echo "- **boxproxy was not measured**: it did not build or did not start (see the messages above)."
+		echo
+		echo "| connections | direct req/s | nginx req/s | boxproxy req/s | boxproxy/nginx | p99 direct ms | p99 nginx ms | p99 boxproxy ms | boxproxy p99 added over direct ms |"
+		echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		for c in $CONNS; do
+			awk -F, -v c="$c" -v rounds="$ROUNDS" '
+				function med(t, f,    n, i, j, k, v, a) {
+					n = 0
+					for (i = 1; i <= rounds; i++) if ((t, i) in val) {
+						split(val[t, i], v, " "); if (v[f] == "-") continue
+						a[++n] = v[f] + 0
+					}
+					if (n == 0) return ""
+					for (i = 2; i <= n; i++) { k = a[i]; for (j = i - 1; j > 0 && a[j] > k; j--) a[j+1] = a[j]; a[j+1] = k }
+					return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+				}
+				NR > 1 && $1 == c { val[$3, $2] = $4 " " $5; if ($6 != 0 && $6 != "-") bad[$3] = 1 }
+				function cell(x, fmt, t) { return x == "" ? "n/a" : sprintf(fmt, x) (bad[t] ? " (!)" : "") }
+				END {
+					dr = med("direct", 1); nr = med("nginx", 1); br = med("boxproxy", 1)
+					dp = med("direct", 2); np = med("nginx", 2); bp = med("boxproxy", 2)
+					ratio = (br != "" && nr > 0) ? sprintf("%.2f", br / nr) : "n/a"
+					added = (bp != "" && dp != "") ? sprintf("%+.2f", bp - dp) : "n/a"
+					printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c,
+						cell(dr, "%.0f", "direct"), cell(nr, "%.0f", "nginx"), cell(br, "%.0f", "boxproxy"), ratio,
+						cell(dp, "%.2f", "direct"), cell(np, "%.2f", "nginx"), cell(bp, "%.2f", "boxproxy"), added
+				}' "$csv"
+		done
+		echo
+		if awk -F, 'NR > 1 && $6 != 0 { bad = 1 } END { exit !bad }' "$csv"; then
+			echo "(!) = some requests failed or were not 2xx in at least one run; see bench/results/raw/."
+		fi
+		echo "All rounds: bench/results/latest.csv; raw wrk output: bench/results/raw/."
+	} >"$report"
+	[[ $HAVE_BOXPROXY == 1 ]] && boxproxy_log_summary
+
+	if [[ ${TRANSFER:-1} == 1 ]]; then
+		[[ $HAVE_BOXPROXY == 1 ]] && { stop_boxproxy; start_boxproxy || true; }
+		echo >>"$report"
+		BENCH_AFTER_RPS=1 transfer_bench >>"$report"
+	fi
+
+	echo
+	cat "$report"
+	echo
+	log "written to ${report#"$REPO_DIR"/}"
+}
+
+main "$@"
