@@ -234,9 +234,9 @@ func checkDeveloperToken(ctx context.Context, cfg *config.Config, tok auth.Token
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
-		return errors.New("Box rejects BOXPROXY_DEVELOPER_TOKEN (developer tokens expire after 60 minutes): generate a new one in the Box Developer Console")
+		return errors.New("the developer token BOXPROXY_DEVELOPER_TOKEN is rejected by Box (developer tokens expire after 60 minutes): generate a new one in the Box Developer Console")
 	case resp.StatusCode >= 300:
-		return fmt.Errorf("Box answered %s to GET /2.0/users/me with BOXPROXY_DEVELOPER_TOKEN", resp.Status)
+		return fmt.Errorf("box answered %s to GET /2.0/users/me with BOXPROXY_DEVELOPER_TOKEN", resp.Status)
 	}
 	return nil
 }
