@@ -7,17 +7,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/server"
 )
-
-// defaultLoginTimeout bounds how long boxproxy login waits for the browser;
-// BOXPROXY_LOGIN_TIMEOUT overrides it.
-const defaultLoginTimeout = 10 * time.Minute
 
 // login serves the proxy (the callback must reach it), prints the URL to open,
 // waits until a browser completes the flow, and exits.
@@ -29,10 +24,7 @@ func (r *runner) login() error {
 	if cfg.Auth != config.MethodOAuth {
 		return fmt.Errorf("login is for the oauth method, but BOXPROXY_AUTH is %s", cfg.Auth)
 	}
-	timeout, err := r.loginTimeout()
-	if err != nil {
-		return err
-	}
+	timeout := cfg.LoginTimeout
 	s, err := server.New(cfg, log)
 	if err != nil {
 		return err
@@ -89,20 +81,6 @@ func (r *runner) login() error {
 			return errors.New("interrupted before the login completed")
 		}
 	}
-}
-
-// loginTimeout reads BOXPROXY_LOGIN_TIMEOUT (a Go duration such as 5m).
-func (r *runner) loginTimeout() (time.Duration, error) {
-	for _, kv := range r.environ {
-		if v, ok := strings.CutPrefix(kv, config.Prefix+"LOGIN_TIMEOUT="); ok && v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return 0, fmt.Errorf("BOXPROXY_LOGIN_TIMEOUT %q is not a positive duration (e.g. 10m)", v)
-			}
-			return d, nil
-		}
-	}
-	return defaultLoginTimeout, nil
 }
 
 // logout revokes the tokens at Box and removes the token store.

@@ -63,6 +63,7 @@ type Config struct {
 	RetryBodyLimit  ByteSize      `env:"RETRY_BODY_LIMIT" envDefault:"10MiB" help:"largest request body kept in memory so it can be sent again after a 401"`
 	UpstreamRetries int           `env:"UPSTREAM_RETRIES" envDefault:"0" help:"extra attempts for 429/5xx/network errors on idempotent methods, honouring Retry-After"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long in-flight requests may finish after SIGTERM"`
+	LoginTimeout    time.Duration `env:"LOGIN_TIMEOUT" envDefault:"10m" help:"how long boxproxy login waits for the browser flow (oauth)"`
 	HeaderTimeout   time.Duration `env:"HEADER_TIMEOUT" envDefault:"10s" help:"longest time a client may take to send a request's headers; slower clients are disconnected"`
 	QuitEndpoint    bool          `env:"QUIT_ENDPOINT" envDefault:"false" help:"serve POST /quitquitquit (ends a sidecar when a Job is done)"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
@@ -344,6 +345,9 @@ func (c *Config) check() error {
 	}
 	if c.HeaderTimeout <= 0 {
 		return errors.New("BOXPROXY_HEADER_TIMEOUT must be positive")
+	}
+	if c.LoginTimeout <= 0 {
+		return errors.New("BOXPROXY_LOGIN_TIMEOUT must be positive")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error", "trace":
