@@ -21,6 +21,7 @@ import (
 
 	"github.com/boxproxy/boxproxy/apierr"
 	"github.com/boxproxy/boxproxy/auth"
+	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/metrics"
 )
 
@@ -166,7 +167,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		id := vals[0]
-		if !isBoxID(id) {
+		if !config.IsBoxID(id) {
 			apierr.Write(w, http.StatusBadRequest, "bad_as_user", "As-User must be a Box user ID (1 to 20 digits)")
 			return
 		}
@@ -280,18 +281,6 @@ func hasDotSegment(p string) bool {
 		}
 	}
 	return false
-}
-
-func isBoxID(s string) bool {
-	if len(s) == 0 || len(s) > 20 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // rewrite is the one place that decides where a request goes and what it
