@@ -81,7 +81,7 @@ func (e *Endpoint) exchange(ctx context.Context, method string, form url.Values)
 			te.Code, te.Description = sanitize(eb.Error, 64), sanitize(eb.Description, 300)
 		}
 		te.Kind = classify(resp.StatusCode, te.Code, te.Description)
-		te.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
+		te.RetryAfter, _ = ParseRetryAfter(resp.Header.Get("Retry-After"))
 		return tokenResponse{}, te
 	}
 	tr, err := parseTokenResponse(body)
@@ -196,17 +196,19 @@ func sanitize(s string, n int) string {
 	return b.String()
 }
 
-func retryAfter(v string) time.Duration {
+// ParseRetryAfter reads a Retry-After header: seconds (fractions allowed) or
+// an HTTP date, at most a day. ok is false when v is absent or unreadable.
+func ParseRetryAfter(v string) (d time.Duration, ok bool) {
 	if v == "" {
-		return 0
+		return 0, false
 	}
 	if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
 		// Bounded before converting: a huge value (or Inf) would overflow
-		// Duration and come out negative, i.e. ignored.
-		return time.Duration(min(s, 24*3600) * float64(time.Second))
+		// Duration and come out negative.
+		return time.Duration(min(s, 24*3600) * float64(time.Second)), true
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		return time.Until(t)
+		return max(0, min(time.Until(t), 24*time.Hour)), true
 	}
-	return 0
+	return 0, false
 }

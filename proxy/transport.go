@@ -125,17 +125,8 @@ func retryReason(resp *http.Response, err error) string {
 func (t *transport) retryWait(resp *http.Response, n int) time.Duration {
 	wait := 500 * time.Millisecond << n
 	if resp != nil {
-		if v := resp.Header.Get("Retry-After"); v != "" {
-			if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
-				// Compare before converting: a huge value (or Inf) would
-				// overflow Duration and come out negative, i.e. no wait.
-				if s >= t.p.o.RetryWaitMax.Seconds() {
-					return t.p.o.RetryWaitMax
-				}
-				wait = time.Duration(s * float64(time.Second))
-			} else if d, err := http.ParseTime(v); err == nil {
-				wait = time.Until(d)
-			}
+		if d, ok := auth.ParseRetryAfter(resp.Header.Get("Retry-After")); ok {
+			wait = d
 		}
 	}
 	return max(0, min(wait, t.p.o.RetryWaitMax))
