@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -23,6 +24,9 @@ type JWT struct {
 	Endpoint *Endpoint
 	KeyID    string
 	Key      *rsa.PrivateKey
+	// skew is Box's clock minus ours, learnt from the last assertion Box
+	// refused for clock skew, so that later assertions are right at once.
+	skew atomic.Int64
 }
 
 // Method implements Source.
@@ -32,9 +36,10 @@ func (j *JWT) Method() string { return "jwt" }
 // ours disagree, it tries once more with a time taken from Box's Date header.
 func (j *JWT) Token(ctx context.Context, s Subject) (Token, error) {
 	now := j.Endpoint.now()
-	tok, err := j.exchange(ctx, s, now, now)
+	tok, err := j.exchange(ctx, s, now.Add(time.Duration(j.skew.Load())), now)
 	var te *TokenError
 	if errors.As(err, &te) && isClockSkew(te) && !te.Date.IsZero() {
+		j.skew.Store(int64(te.Date.Sub(now)))
 		tok, err = j.exchange(ctx, s, te.Date, now)
 	}
 	return tok, err

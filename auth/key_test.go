@@ -166,6 +166,10 @@ func TestClockSkewRetriesOnceWithBoxsDate(t *testing.T) {
 	if calls != 2 {
 		t.Fatalf("calls = %d, want 2", calls)
 	}
+	// The skew is remembered: the next token costs one request, not two.
+	if _, err := j.Token(t.Context(), Subject{Enterprise, "2"}); err != nil || calls != 3 {
+		t.Fatalf("after learning the skew: calls = %d, err = %v; want 3 and no error", calls, err)
+	}
 }
 
 func TestTokenEndpointErrorsAreClassified(t *testing.T) {
