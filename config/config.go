@@ -145,7 +145,7 @@ func expandFiles(environ []string) (map[string]string, error) {
 		}
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("%s_FILE: cannot read %s: %v", name, path, unwrapPathError(err))
+			return nil, fmt.Errorf("%s_FILE: cannot read %s: %v", name, path, UnwrapPathError(err))
 		}
 		v := strings.TrimRight(string(data), "\r\n")
 		if v == "" {
@@ -156,7 +156,9 @@ func expandFiles(environ []string) (map[string]string, error) {
 	return vars, nil
 }
 
-func unwrapPathError(err error) error {
+// UnwrapPathError drops the path and operation of an *os.PathError, for
+// messages that already name the file.
+func UnwrapPathError(err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
 		return pe.Err

@@ -418,26 +418,9 @@ func TestOpsSIGTERMLetsASlowRequestFinishRefusesNewConnectionsAndExits0(t *testi
 		body, err := io.ReadAll(resp.Body)
 		done <- result{resp.StatusCode, string(body), err}
 	}()
-	waitUntil(t, 10*time.Second, func() bool {
-		for _, r := range box.Requests() {
-			if r.Path == "/2.0/test/slow" {
-				return true
-			}
-		}
-		return false
-	}, "the slow request reaches Box")
+	opsWaitForSlowRequestAtBox(t, box)
 
-	if err := b.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 3*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", b.Addr, 500*time.Millisecond)
-		if err != nil {
-			return true
-		}
-		c.Close()
-		return false
-	}, "new connections are refused after SIGTERM")
+	opsSignalAndWaitUntilRefused(t, b, syscall.SIGTERM, "SIGTERM")
 	select {
 	case r := <-done:
 		t.Fatalf("the slow request ended (%d, %v) before new connections were refused; the test proves nothing", r.status, r.err)
@@ -478,14 +461,7 @@ func TestOpsSIGTERMCutsRequestsLongerThanTheShutdownTimeoutAndStillExits0(t *tes
 		}
 		done <- err
 	}()
-	waitUntil(t, 10*time.Second, func() bool {
-		for _, r := range box.Requests() {
-			if r.Path == "/2.0/test/slow" {
-				return true
-			}
-		}
-		return false
-	}, "the slow request reaches Box")
+	opsWaitForSlowRequestAtBox(t, box)
 
 	sent := time.Now()
 	if err := b.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -1195,25 +1171,8 @@ func TestOpsSIGINTDrainsLikeSIGTERMAndASecondSignalStopsAtOnce(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitUntil(t, 10*time.Second, func() bool {
-		for _, r := range box.Requests() {
-			if r.Path == "/2.0/test/slow" {
-				return true
-			}
-		}
-		return false
-	}, "the slow request reaches Box")
-	if err := b.Cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 3*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", b.Addr, 500*time.Millisecond)
-		if err != nil {
-			return true
-		}
-		c.Close()
-		return false
-	}, "new connections are refused after SIGINT")
+	opsWaitForSlowRequestAtBox(t, box)
+	opsSignalAndWaitUntilRefused(t, b, os.Interrupt, "SIGINT")
 	select {
 	case <-b.exited:
 		t.Fatalf("boxproxy exited (%v) at the first SIGINT instead of draining the slow request", b.waitErr)
@@ -1252,4 +1211,34 @@ func TestOpsCheckWithADeveloperTokenAsksBoxWhetherTheTokenIsValid(t *testing.T) 
 		t.Fatalf("boxproxy check with a developer token that Box rejects: exit %d, stdout %q, stderr %q; want non-zero and one line", code, stdout, stderr)
 	}
 	assertNoSecrets(t, "boxproxy check output", stdout+stderr, []string{good})
+}
+
+// opsWaitForSlowRequestAtBox waits until a GET /2.0/test/slow has reached the stand-in.
+func opsWaitForSlowRequestAtBox(t *testing.T, box *fakebox.Box) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, func() bool {
+		for _, r := range box.Requests() {
+			if r.Path == "/2.0/test/slow" {
+				return true
+			}
+		}
+		return false
+	}, "the slow request reaches Box")
+}
+
+// opsSignalAndWaitUntilRefused sends sig to the binary and waits until it
+// refuses new connections.
+func opsSignalAndWaitUntilRefused(t *testing.T, b *binaryProxy, sig os.Signal, name string) {
+	t.Helper()
+	if err := b.Cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 3*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", b.Addr, 500*time.Millisecond)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	}, "new connections are refused after "+name)
 }

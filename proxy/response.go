@@ -59,8 +59,11 @@ func (p *Proxy) rewriteSessionURLs(resp *http.Response) error {
 	}
 	body, err := readBack(resp, maxRewrite)
 	if err != nil {
-		p.o.Logger.Warn().Err(err).Msg("upload-session answer not rewritten")
-		return nil
+		if errors.Is(err, errTooLarge) { // put back whole: pass it on unchanged
+			p.o.Logger.Warn().Err(err).Msg("upload-session answer not rewritten")
+			return nil
+		}
+		return err // Box's answer broke off: a 502, not a silently cut body
 	}
 	out := sessionURL.ReplaceAllFunc(body, func(m []byte) []byte {
 		sub := sessionURL.FindSubmatchIndex(m)
@@ -71,6 +74,8 @@ func (p *Proxy) rewriteSessionURLs(resp *http.Response) error {
 	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
 	return nil
 }
+
+var errTooLarge = errors.New("body too large to inspect")
 
 // readBack reads a body (up to limit) and puts an equal one back. A larger
 // body is put back whole, unread, with an error.
@@ -86,7 +91,7 @@ func readBack(resp *http.Response, limit int64) ([]byte, error) {
 			io.Reader
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(body), orig), orig}
-		return nil, errors.New("body too large to inspect")
+		return nil, errTooLarge
 	}
 	_ = orig.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(body))

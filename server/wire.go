@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -83,7 +82,7 @@ func newJWT(cfg *config.Config, ep *auth.Endpoint) (*auth.JWT, auth.Subject, err
 	if cfg.JWTConfig != "" {
 		data, err := os.ReadFile(cfg.JWTConfig)
 		if err != nil {
-			return nil, auth.Subject{}, fmt.Errorf("BOXPROXY_JWT_CONFIG: cannot read %s: %v", cfg.JWTConfig, unwrapPath(err))
+			return nil, auth.Subject{}, fmt.Errorf("BOXPROXY_JWT_CONFIG: cannot read %s: %v", cfg.JWTConfig, config.UnwrapPathError(err))
 		}
 		ac, err := auth.ParseAppConfig(data)
 		if err != nil {
@@ -110,7 +109,7 @@ func newJWT(cfg *config.Config, ep *auth.Endpoint) (*auth.JWT, auth.Subject, err
 	} else {
 		data, err := os.ReadFile(cfg.JWTPrivateKey)
 		if err != nil {
-			return nil, auth.Subject{}, fmt.Errorf("BOXPROXY_JWT_PRIVATE_KEY: cannot read %s: %v", cfg.JWTPrivateKey, unwrapPath(err))
+			return nil, auth.Subject{}, fmt.Errorf("BOXPROXY_JWT_PRIVATE_KEY: cannot read %s: %v", cfg.JWTPrivateKey, config.UnwrapPathError(err))
 		}
 		pemKey = data
 	}
@@ -123,14 +122,6 @@ func newJWT(cfg *config.Config, ep *auth.Endpoint) (*auth.JWT, auth.Subject, err
 		def = auth.Subject{Type: auth.User, ID: user}
 	}
 	return &auth.JWT{Endpoint: ep, KeyID: keyID, Key: key}, def, nil
-}
-
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 func tokenTransport() http.RoundTripper {
