@@ -23,6 +23,7 @@ import (
 	"github.com/boxproxy/boxproxy/auth"
 	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/metrics"
+	"github.com/boxproxy/boxproxy/upstream"
 )
 
 // Tokens is what the proxy needs of the token cache.
@@ -45,7 +46,7 @@ type Options struct {
 	RetryBodyLimit  int64    // bodies up to this size are kept for a second attempt
 	UpstreamRetries int      // extra attempts after 429/5xx/network errors on idempotent methods
 	RetryWaitMax    time.Duration
-	Transport       http.RoundTripper // nil = NewTransport()
+	Transport       http.RoundTripper // nil = upstream.New with NewTransport() as the fallback
 	LoginURL        string            // named in errors when the oauth method has no login
 	Metrics         *metrics.Metrics
 	Logger          zerolog.Logger
@@ -67,7 +68,7 @@ func New(o Options) (*Proxy, error) {
 		return nil, errors.New("proxy: API, Upload, Public and Tokens are required")
 	}
 	if o.Transport == nil {
-		o.Transport = NewTransport()
+		o.Transport = upstream.New(upstream.Options{Fallback: NewTransport(), MaxIdlePerHost: maxIdlePerHost})
 	}
 	if o.RetryWaitMax <= 0 {
 		o.RetryWaitMax = 10 * time.Second
@@ -91,13 +92,16 @@ func New(o Options) (*Proxy, error) {
 	return p, nil
 }
 
-// NewTransport returns the Transport used towards Box: many idle connections
-// per host (Go's default keeps 2), HTTP/2 where Box offers it, no transparent
-// decompression (bodies pass through as Box sent them).
+const maxIdlePerHost = 512
+
+// NewTransport returns the net/http Transport used towards Box for what the
+// upstream package's HTTP/1.1 engine does not take (HTTPS, request bodies):
+// many idle connections per host (Go's default keeps 2), HTTP/2 where Box
+// offers it, no transparent decompression (bodies pass through as Box sent them).
 func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns = 1024
-	t.MaxIdleConnsPerHost = 512
+	t.MaxIdleConns = 2 * maxIdlePerHost
+	t.MaxIdleConnsPerHost = maxIdlePerHost
 	t.IdleConnTimeout = 90 * time.Second
 	t.DisableCompression = true
 	t.ForceAttemptHTTP2 = true
