@@ -35,13 +35,29 @@ WRK_THREADS=${WRK_THREADS:-2}
 WARMUP=${WARMUP:-1}
 REQ_PATH=/2.0/users/me
 
-# run_wrk NAME PORT CONNS SECONDS OUTFILE -> prints "req/s p99_ms errors"
+# cpu_ticks PID... -> user+system CPU time of these processes, in clock ticks
+cpu_ticks() {
+	local p sum=0 u s
+	for p in "$@"; do
+		read -r u s < <(awk '{ print $14, $15 }' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+		sum=$((sum + u + s))
+	done
+	echo "$sum"
+}
+
+# run_wrk NAME PORT CONNS SECONDS OUTFILE [PID...] -> prints "req/s p99_ms errors cpu_us_per_req"
+# The CPU time the PIDs used during the run, divided by the requests wrk
+# completed, is the target's CPU cost per request ("-" without PIDs).
 run_wrk() {
 	local port=$2 c=$3 d=$4 out=$5 t=$WRK_THREADS
+	shift 5
 	((t > c)) && t=$c
+	local before after
+	before=$(cpu_ticks "$@")
 	timeout -k 5 $((d + 30)) wrk -t"$t" -c"$c" -d"${d}s" --latency \
 		"http://127.0.0.1:$port$REQ_PATH" >"$out" 2>&1 || true
-	awk '
+	after=$(cpu_ticks "$@")
+	awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" -v havepids=$# '
 		function ms(v) {
 			if (v ~ /us$/) return substr(v, 1, length(v)-2) / 1000
 			if (v ~ /ms$/) return substr(v, 1, length(v)-2) + 0
@@ -53,9 +69,11 @@ run_wrk() {
 		/^Requests\/sec:/        { rps = $2 }
 		/Non-2xx or 3xx/         { err += $NF }
 		/Socket errors:/         { gsub(",", ""); err += $4 + $6 + $8 + $10 }
+		/ requests in /          { reqs = $1 }
 		END {
-			if (rps == "") { print "- - -"; exit }
-			printf "%.0f %.3f %d\n", rps, p99, err
+			if (rps == "") { print "- - - -"; exit }
+			cpu = (havepids > 0 && reqs > 0) ? sprintf("%.1f", ticks * 1e6 / hz / reqs) : "-"
+			printf "%.0f %.3f %d %s\n", rps, p99, err, cpu
 		}' "$out"
 }
 
@@ -83,7 +101,9 @@ main() {
 	[[ $HAVE_BOXPROXY == 1 ]] && targets+=(boxproxy)
 	declare -A port=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PORT [boxproxy]=${BOXPROXY_PORT:-})
 	rm -rf "$raw" && mkdir -p "$raw"
-	echo "conns,round,target,req_per_s,p99_ms,errors" >"$csv"
+	echo "conns,round,target,req_per_s,p99_ms,errors,cpu_us_per_req" >"$csv"
+	# Whose CPU time counts: nginx's master and workers; the others are one process.
+	declare -A pids=([direct]=$UPSTREAM_PID [nginx]="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')" [boxproxy]=${BOXPROXY_PID:-})
 
 	if ((WARMUP > 0)); then
 		log "warm-up: ${WARMUP}s per target"
@@ -96,10 +116,11 @@ main() {
 	for c in $CONNS; do
 		for ((r = 1; r <= ROUNDS; r++)); do
 			for t in "${targets[@]}"; do
-				res=$(run_wrk "$t" "${port[$t]}" "$c" "$DURATION" "$raw/c$c-r$r-$t.txt")
-				read -r rps p99 err <<<"$res"
-				echo "$c,$r,$t,$rps,$p99,$err" >>"$csv"
-				log "$(printf 'c=%-3s round %d %-9s %8s req/s  p99 %8s ms%s' "$c" "$r" "$t" "$rps" "$p99" \
+				# shellcheck disable=SC2086 # pids[$t] is a list
+				res=$(run_wrk "$t" "${port[$t]}" "$c" "$DURATION" "$raw/c$c-r$r-$t.txt" ${pids[$t]})
+				read -r rps p99 err cpu <<<"$res"
+				echo "$c,$r,$t,$rps,$p99,$err,$cpu" >>"$csv"
+				log "$(printf 'c=%-3s round %d %-9s %8s req/s  p99 %8s ms  CPU %6s µs/req%s' "$c" "$r" "$t" "$rps" "$p99" "$cpu" \
 					"$([[ $err != 0 && $err != - ]] && echo "  ($err errors/non-2xx)")")"
 			done
 		done
@@ -121,8 +142,8 @@ main() {
 		fi
 		[[ $HAVE_BOXPROXY == 1 ]] || echo "- **boxproxy was not measured**: it did not build or did not start (see the messages above)."
 		echo
-		echo "| connections | direct req/s | nginx req/s | boxproxy req/s | boxproxy/nginx | p99 direct ms | p99 nginx ms | p99 boxproxy ms | boxproxy p99 added over direct ms |"
-		echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		echo "| connections | direct req/s | nginx req/s | boxproxy req/s | boxproxy/nginx | p99 direct ms | p99 nginx ms | p99 boxproxy ms | boxproxy p99 added over direct ms | CPU µs/req upstream (direct) | CPU µs/req nginx | CPU µs/req boxproxy |"
+		echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		for c in $CONNS; do
 			awk -F, -v c="$c" -v rounds="$ROUNDS" '
 				function med(t, f,    n, i, j, k, v, a) {
@@ -135,22 +156,25 @@ main() {
 					for (i = 2; i <= n; i++) { k = a[i]; for (j = i - 1; j > 0 && a[j] > k; j--) a[j+1] = a[j]; a[j+1] = k }
 					return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 				}
-				NR > 1 && $1 == c { val[$3, $2] = $4 " " $5; if ($6 != 0 && $6 != "-") bad[$3] = 1 }
+				NR > 1 && $1 == c { val[$3, $2] = $4 " " $5 " " $7; if ($6 != 0 && $6 != "-") bad[$3] = 1 }
 				function cell(x, fmt, t) { return x == "" ? "n/a" : sprintf(fmt, x) (bad[t] ? " (!)" : "") }
 				END {
 					dr = med("direct", 1); nr = med("nginx", 1); br = med("boxproxy", 1)
 					dp = med("direct", 2); np = med("nginx", 2); bp = med("boxproxy", 2)
+					dc = med("direct", 3); nc = med("nginx", 3); bc = med("boxproxy", 3)
 					ratio = (br != "" && nr > 0) ? sprintf("%.2f", br / nr) : "n/a"
 					added = (bp != "" && dp != "") ? sprintf("%+.2f", bp - dp) : "n/a"
-					printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c,
+					printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c,
 						cell(dr, "%.0f", "direct"), cell(nr, "%.0f", "nginx"), cell(br, "%.0f", "boxproxy"), ratio,
-						cell(dp, "%.2f", "direct"), cell(np, "%.2f", "nginx"), cell(bp, "%.2f", "boxproxy"), added
+						cell(dp, "%.2f", "direct"), cell(np, "%.2f", "nginx"), cell(bp, "%.2f", "boxproxy"), added,
+						cell(dc, "%.1f", "direct"), cell(nc, "%.1f", "nginx"), cell(bc, "%.1f", "boxproxy")
 				}' "$csv"
 		done
 		echo
 		if awk -F, 'NR > 1 && $6 != 0 { bad = 1 } END { exit !bad }' "$csv"; then
 			echo "(!) = some requests failed or were not 2xx in at least one run; see bench/results/raw/."
 		fi
+		echo "CPU µs/req: user + system CPU time the process used during the run (from /proc), divided by the requests wrk completed; for nginx, master and workers. It measures cost, not speed, and is steadier than req/s when the cores are shared."
 		echo "All rounds: bench/results/latest.csv; raw wrk output: bench/results/raw/."
 	} >"$report"
 	[[ $HAVE_BOXPROXY == 1 ]] && boxproxy_log_summary

@@ -247,6 +247,10 @@ type conn struct {
 	idleSince time.Time
 }
 
+// max1xx bounds the informational answers read before the final one (as in
+// net/http's Transport).
+const max1xx = 5
+
 // aLongTimeAgo is a deadline that makes blocked reads and writes return at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -271,7 +275,7 @@ func (c *conn) roundTrip(req *http.Request) (resp *http.Response, answered bool,
 	}
 	answered = true
 	trace := httptrace.ContextClientTrace(ctx)
-	for {
+	for n1xx := 0; ; n1xx++ {
 		c.lr.n = c.t.o.MaxResponseHeaderBytes + int64(c.br.Buffered())
 		resp, err = http.ReadResponse(c.br, req)
 		c.lr.n = math.MaxInt64
@@ -286,6 +290,9 @@ func (c *conn) roundTrip(req *http.Request) (resp *http.Response, answered bool,
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			return fail(errors.New("upstream switched protocols without an upgrade request"))
+		}
+		if n1xx == max1xx {
+			return fail(fmt.Errorf("upstream sent more than %d informational (1xx) answers", max1xx))
 		}
 		// 1xx: pass it to whoever listens (ReverseProxy forwards it) and read on.
 		if trace != nil && trace.Got1xxResponse != nil {

@@ -382,19 +382,28 @@ func TestHostileAnswers(t *testing.T) {
 		"bad status":      "HTTP/1.1 2x0 OK\r\n\r\n",
 		"closed at once":  "",
 		"switch protocol": "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+		"endless 1xx":     strings.Repeat("HTTP/1.1 103 Early Hints\r\n\r\n", 100),
 	}
 	for name, answer := range cases {
 		t.Run(name, func(t *testing.T) {
 			u, _ := script(t, func(c net.Conn, br *bufio.Reader, n int) {
 				readRequest(br)
 				io.WriteString(c, answer)
+				if answer != "" {
+					io.Copy(io.Discard, c) // keep the connection open: the client must give up by itself
+				}
 			})
 			tr, _ := newTransport(t, upstream.Options{MaxResponseHeaderBytes: 64 << 10})
-			req, _ := http.NewRequest(http.MethodGet, u+"/x", nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u+"/x", nil)
 			resp, err := tr.RoundTrip(req)
 			if err == nil {
 				resp.Body.Close()
 				t.Fatalf("answer %.40q: status %d, want an error", answer, resp.StatusCode)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("answer %.40q: the client waited until its deadline instead of refusing the answer", answer)
 			}
 		})
 	}
