@@ -19,8 +19,9 @@
 // after its answer was read to the end and neither side asked to close it; an
 // idle connection older than IdleTimeout is closed, not reused. A reused
 // connection that fails before the first byte of the answer (the server closed
-// it while it was idle) is replaced by a new one and the request is sent once
-// more, which is safe because only bodiless, idempotent requests come here.
+// it while it was idle) is replaced by a newly dialled one, the other idle
+// connections to that host are dropped, and the request is sent once more,
+// which is safe because only bodiless, idempotent requests come here.
 package upstream
 
 import (
@@ -169,7 +170,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		c, reused, err := t.getConn(ctx, addr)
+		c, reused, err := t.getConn(ctx, addr, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -177,8 +178,12 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		if reused && !answered && attempt == 0 && ctx.Err() == nil {
-			continue // the server closed the idle connection: try a new one
+		if reused && !answered && ctx.Err() == nil {
+			// The server closed the idle connection (it restarted, or its
+			// idle timeout struck). The older idle ones are no better: drop
+			// them, and send the request once more on a new connection.
+			t.dropIdle(addr)
+			continue
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -187,13 +192,24 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// getConn returns a fresh idle connection to addr, or dials one.
-func (t *Transport) getConn(ctx context.Context, addr string) (c *conn, reused bool, err error) {
+// dropIdle closes the idle connections to addr.
+func (t *Transport) dropIdle(addr string) {
+	t.mu.Lock()
+	cs := t.idle[addr]
+	delete(t.idle, addr)
+	t.mu.Unlock()
+	for _, c := range cs {
+		_ = c.nc.Close()
+	}
+}
+
+// getConn returns a recent idle connection to addr, or dials one (always, if dial).
+func (t *Transport) getConn(ctx context.Context, addr string, dial bool) (c *conn, reused bool, err error) {
 	now := time.Now()
 	var stale []*conn
 	t.mu.Lock()
 	cs := t.idle[addr]
-	for len(cs) > 0 {
+	for len(cs) > 0 && !dial {
 		last := cs[len(cs)-1]
 		cs[len(cs)-1] = nil
 		cs = cs[:len(cs)-1]

@@ -272,6 +272,58 @@ func TestStaleIdleConnectionIsReplaced(t *testing.T) {
 	}
 }
 
+func TestAllIdleConnectionsClosedByTheServerStillGiveAnAnswer(t *testing.T) {
+	// The server keeps connections alive until the test closes them all, as a
+	// restarting upstream would.
+	var mu sync.Mutex
+	var open []net.Conn
+	u, conns := script(t, func(c net.Conn, br *bufio.Reader, n int) {
+		mu.Lock()
+		open = append(open, c)
+		mu.Unlock()
+		for {
+			if _, err := readRequest(br); err != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond) // so that concurrent requests need their own connections
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr, _ := newTransport(t, upstream.Options{})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, u+"/warm", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	before := conns.Load()
+	if before < 2 {
+		t.Fatalf("only %d connections after 4 concurrent requests; the test needs several idle ones", before)
+	}
+	mu.Lock()
+	for _, c := range open {
+		c.Close()
+	}
+	mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	if code, body, _ := get(t, tr, http.MethodGet, u+"/after"); code != 200 || body != "ok" {
+		t.Fatalf("after the server closed every idle connection: %d %q", code, body)
+	}
+	if got := conns.Load(); got != before+1 {
+		t.Fatalf("%d connections after the restart, want %d (one new)", got, before+1)
+	}
+}
+
 func TestConnectionCloseAndEarlyBodyCloseAreNotReused(t *testing.T) {
 	u, conns := script(t, func(c net.Conn, br *bufio.Reader, n int) {
 		for {
