@@ -118,9 +118,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.idle = make(map[string][]*conn)
 	t.mu.Unlock()
 	for _, cs := range idle {
-		for _, c := range cs {
-			_ = c.nc.Close()
-		}
+		closeAll(cs)
 	}
 	if ci, ok := t.o.Fallback.(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
@@ -198,6 +196,10 @@ func (t *Transport) dropIdle(addr string) {
 	cs := t.idle[addr]
 	delete(t.idle, addr)
 	t.mu.Unlock()
+	closeAll(cs)
+}
+
+func closeAll(cs []*conn) {
 	for _, c := range cs {
 		_ = c.nc.Close()
 	}
@@ -221,9 +223,7 @@ func (t *Transport) getConn(ctx context.Context, addr string, dial bool) (c *con
 	}
 	t.idle[addr] = cs
 	t.mu.Unlock()
-	for _, s := range stale {
-		_ = s.nc.Close()
-	}
+	closeAll(stale)
 	if c != nil {
 		return c, true, nil
 	}
