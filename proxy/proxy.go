@@ -60,6 +60,8 @@ type Proxy struct {
 	rt          *transport
 	public      string // Public without a trailing slash
 	defaultName string
+	engine      *upstream.Transport // set when the fast path may lend its connections
+	fast        [2]fastRoute        // /2.0/ and /api/2.0/ on the fast path (fast.go)
 }
 
 // New checks o and builds a Proxy.
@@ -89,6 +91,7 @@ func New(o Options) (*Proxy, error) {
 		BufferPool:     bufferPool{},
 		ErrorLog:       log.New(zerologWriter{o.Logger}, "", 0),
 	}
+	p.initFast()
 	return p, nil
 }
 

@@ -120,12 +120,17 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	st := stateFrom(r.Context())
-	p.o.Logger.Warn().Str("route", st.info.Route).Str("error", upstreamCause(err)).Msg("upstream request failed")
+	apierr.WriteError(w, p.upstreamError(st.info.Route, err))
+}
+
+// upstreamError logs a failed upstream request and names the answer: 504
+// after a timeout, 502 otherwise.
+func (p *Proxy) upstreamError(route string, err error) *apierr.Error {
+	p.o.Logger.Warn().Str("route", route).Str("error", upstreamCause(err)).Msg("upstream request failed")
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-		apierr.Write(w, http.StatusGatewayTimeout, "upstream_timeout", "Box did not answer in time")
-		return
+		return &apierr.Error{Status: http.StatusGatewayTimeout, Code: "upstream_timeout", Message: "Box did not answer in time"}
 	}
-	apierr.Write(w, http.StatusBadGateway, "upstream_unreachable", "could not get an answer from Box: "+upstreamCause(err))
+	return &apierr.Error{Status: http.StatusBadGateway, Code: "upstream_unreachable", Message: "could not get an answer from Box: " + upstreamCause(err)}
 }
 
 // upstreamCause names a transport error without its URL (whose query may

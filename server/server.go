@@ -25,6 +25,7 @@ import (
 
 	"github.com/boxproxy/boxproxy/apierr"
 	"github.com/boxproxy/boxproxy/config"
+	"github.com/boxproxy/boxproxy/front"
 	"github.com/boxproxy/boxproxy/metrics"
 	"github.com/boxproxy/boxproxy/proxy"
 )
@@ -45,6 +46,9 @@ type Server struct {
 	idBase  string
 	idSeq   atomic.Uint64
 	oauth   *oauthWeb
+	front   *front.Server
+	// lastHost is the last Host field the fast path allowed.
+	lastHost atomic.Pointer[string]
 }
 
 // New builds the server: auth, proxy and handlers, from cfg.
@@ -113,6 +117,7 @@ func NewWithAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, a *
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          nil,
 	}
+	s.front = &front.Server{HTTP: s.http, Fast: s, HeaderTimeout: headerTimeout, IdleTimeout: s.http.IdleTimeout}
 	return s, nil
 }
 
@@ -136,7 +141,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		defer cancel()
 		_, _ = s.auth.Cache.Token(ctx, s.auth.Default)
 	}()
-	err := s.http.Serve(ln)
+	err := s.front.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -146,9 +151,9 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.http.Shutdown(ctx)
+	err := s.front.Shutdown(ctx)
 	if err != nil {
-		_ = s.http.Close()
+		_ = s.front.Close()
 	}
 	return err
 }
@@ -213,7 +218,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // finish counts and logs one request.
 func (s *Server) finish(rec *recorder, r *http.Request, id string, start time.Time, aborted bool) {
-	s.m.InFlight(-1)
 	route := rec.route
 	if route == "" {
 		route = routeOf(r.URL.Path)
@@ -224,24 +228,41 @@ func (s *Server) finish(rec *recorder, r *http.Request, id string, start time.Ti
 			rec.status = 499
 		}
 	}
-	s.m.Request(route, rec.status)
-	if route == "healthz" || route == "readyz" || route == "metrics" {
+	s.record(done{id: id, method: r.Method, path: r.URL.EscapedPath(), route: route, status: rec.status,
+		bytes: rec.bytes, info: &rec.info, start: start, aborted: aborted})
+}
+
+// done is what the access log and the metrics keep of one request.
+type done struct {
+	id, method, path, route string
+	status                  int
+	bytes                   int64
+	info                    *proxy.Info
+	start                   time.Time
+	aborted                 bool
+}
+
+// record counts and logs one finished request, from either path.
+func (s *Server) record(d done) {
+	s.m.InFlight(-1)
+	s.m.Request(d.route, d.status)
+	if d.route == "healthz" || d.route == "readyz" || d.route == "metrics" {
 		return // probes and scrapes would drown the log
 	}
 	ev := s.log.Info()
 	if ev == nil {
 		return
 	}
-	ev.Str("request_id", id).Str("method", r.Method).Str("path", logPath(r)).Str("route", route).
-		Int("status", rec.status).Float64("duration_ms", float64(time.Since(start).Microseconds())/1000).
-		Int64("bytes", rec.bytes)
-	if rec.info.Route != "" {
-		ev.Str("subject", rec.info.Subject).Int("attempts", rec.info.Attempts)
+	ev.Str("request_id", d.id).Str("method", d.method).Str("path", logPath(d.path)).Str("route", d.route).
+		Int("status", d.status).Float64("duration_ms", float64(time.Since(d.start).Microseconds())/1000).
+		Int64("bytes", d.bytes)
+	if d.info.Route != "" {
+		ev.Str("subject", d.info.Subject).Int("attempts", d.info.Attempts)
 	}
-	if rec.info.BoxRequestID != "" {
-		ev.Str("box_request_id", rec.info.BoxRequestID)
+	if d.info.BoxRequestID != "" {
+		ev.Str("box_request_id", d.info.BoxRequestID)
 	}
-	if aborted {
+	if d.aborted {
 		ev.Bool("aborted", true)
 	}
 	ev.Msg("request")
@@ -259,9 +280,9 @@ func routeOf(path string) string {
 	return "other"
 }
 
-// logPath is the path without the query (which may carry a client's token).
-func logPath(r *http.Request) string {
-	p := r.URL.EscapedPath()
+// logPath is the escaped path (without the query, which may carry a
+// client's token), cut at 512 bytes.
+func logPath(p string) string {
 	if len(p) > 512 {
 		p = p[:512] + "..."
 	}
@@ -321,16 +342,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) string {
 // that is not ours (DNS rebinding), a cross-origin browser page, a caller
 // without the inbound key.
 func (s *Server) guard(r *http.Request) *apierr.Error {
-	if r.Host != "" {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		host = strings.ToLower(strings.Trim(host, "[]"))
-		if !config.IsLoopback(host) && !s.hosts[host] {
-			return &apierr.Error{Status: http.StatusForbidden, Code: "host_not_allowed",
-				Message: "the Host header names neither a loopback address nor BOXPROXY_PUBLIC_URL's host (DNS rebinding protection)"}
-		}
+	if r.Host != "" && !s.hostAllowed(r.Host) {
+		return &apierr.Error{Status: http.StatusForbidden, Code: "host_not_allowed",
+			Message: "the Host header names neither a loopback address nor BOXPROXY_PUBLIC_URL's host (DNS rebinding protection)"}
 	}
 	if o, ok := r.Header["Origin"]; ok && (len(o) != 1 || strings.ToLower(o[0]) != s.origin) {
 		return &apierr.Error{Status: http.StatusForbidden, Code: "cross_origin",
@@ -343,16 +357,28 @@ func (s *Server) guard(r *http.Request) *apierr.Error {
 		return &apierr.Error{Status: http.StatusForbidden, Code: "cross_origin",
 			Message: "cross-site browser requests are refused (Sec-Fetch-Site: " + sanitizeHeader(site) + ")"}
 	}
-	if s.keyHash != nil {
-		got := r.Header.Get("Proxy-Authorization")
-		scheme, key, _ := strings.Cut(got, " ")
-		h := sha256.Sum256([]byte(key))
-		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(h[:], s.keyHash) != 1 {
-			return &apierr.Error{Status: http.StatusProxyAuthRequired, Code: "proxy_auth_required",
-				Message: "send Proxy-Authorization: Bearer <BOXPROXY_INBOUND_KEY>"}
-		}
+	if s.keyHash != nil && !s.keyOK(r.Header.Get("Proxy-Authorization")) {
+		return &apierr.Error{Status: http.StatusProxyAuthRequired, Code: "proxy_auth_required",
+			Message: "send Proxy-Authorization: Bearer <BOXPROXY_INBOUND_KEY>"}
 	}
 	return nil
+}
+
+// hostAllowed says whether a Host field names the proxy: a loopback address,
+// the public URL's host, or the address it listens on.
+func (s *Server) hostAllowed(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	return config.IsLoopback(host) || s.hosts[host]
+}
+
+// keyOK says whether a Proxy-Authorization value carries the inbound key.
+func (s *Server) keyOK(got string) bool {
+	scheme, key, _ := strings.Cut(got, " ")
+	h := sha256.Sum256([]byte(key))
+	return strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare(h[:], s.keyHash) == 1
 }
 
 // requestID is the client's X-Request-Id when it is sane, else a new one.

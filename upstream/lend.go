@@ -1,0 +1,68 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+)
+
+// Lent is a pooled connection lent out for one exchange that the caller
+// frames itself (the proxy's fast path writes a request head and reads the
+// answer with its own parser). It must end with exactly one Release.
+type Lent struct {
+	c *conn
+}
+
+// Direct says whether requests to u may use lent connections: plain HTTP with
+// no forward proxy in between (as for the engine's own requests).
+func (t *Transport) Direct(u *url.URL) bool {
+	if u == nil || u.Scheme != "http" || u.Host == "" {
+		return false
+	}
+	return t.isDirect(&http.Request{Method: http.MethodGet, URL: u, Header: http.Header{}})
+}
+
+// Addr is the host:port that Lend takes for u.
+func Addr(u *url.URL) string { return hostPort(u) }
+
+// Lend returns an idle connection to addr, or a new one (always a new one
+// when fresh). reused says whether it had carried an earlier request: a
+// reused connection that fails before any byte of the answer may have been
+// closed by the server while idle, and the request may be sent again on a
+// fresh one (only for requests that may be repeated).
+func (t *Transport) Lend(ctx context.Context, addr string, fresh bool) (l *Lent, reused bool, err error) {
+	c, reused, err := t.getConn(ctx, addr, fresh)
+	if err != nil {
+		return nil, false, err
+	}
+	return &Lent{c: c}, reused, nil
+}
+
+// Reader reads the answer; at most MaxResponseHeaderBytes should be read
+// before the body starts (the caller enforces it).
+func (l *Lent) Reader() *bufio.Reader { return l.c.br }
+
+// Writer buffers the request; the caller flushes it.
+func (l *Lent) Writer() *bufio.Writer { return l.c.bw }
+
+// NetConn is the connection itself, for deadlines and for copying a body
+// past the buffer (the kernel can then splice it).
+func (l *Lent) NetConn() net.Conn { return l.c.nc }
+
+// Release ends the exchange: the connection goes back to the pool when keep
+// is true and nothing unread is left in its buffer, and is closed otherwise.
+// A caller that set a deadline on NetConn clears it before keeping.
+func (l *Lent) Release(keep bool) {
+	c := l.c
+	if keep && c.br.Buffered() == 0 {
+		c.t.put(c)
+		return
+	}
+	_ = c.nc.Close()
+}
+
+// DropIdle closes the idle connections to addr (after a reused one turned out
+// to be dead, the older ones are no better).
+func (t *Transport) DropIdle(addr string) { t.dropIdle(addr) }
