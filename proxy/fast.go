@@ -171,7 +171,7 @@ type fastExchange struct {
 
 	mu   sync.Mutex
 	lent *upstream.Lent // the upstream connection in use, for hangup
-	gone atomic.Bool // the client hung up
+	gone atomic.Bool    // the client hung up
 }
 
 // hangup runs when the client closed its connection: the upstream request is

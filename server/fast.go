@@ -80,4 +80,3 @@ func printableBytes(v []byte) bool {
 	}
 	return true
 }
-
