@@ -200,6 +200,7 @@ type Conn struct {
 	onHangup   func()
 	watchWG    sync.WaitGroup
 	stopping   atomic.Bool
+	stopFn     func() // c.stopWatch, made once
 }
 
 // Writer buffers the answer; the loop flushes it after the handler returns.
@@ -310,8 +311,11 @@ func (c *Conn) Watch(d time.Duration, onHangup func()) (stop func()) {
 	} else {
 		c.watchTimer.Reset(d)
 	}
+	if c.stopFn == nil {
+		c.stopFn = c.stopWatch
+	}
 	c.watchMu.Unlock()
-	return c.stopWatch
+	return c.stopFn
 }
 
 func (c *Conn) stopWatch() {

@@ -105,9 +105,10 @@ func (p *Proxy) ServeFast(c *front.Conn, h *front.Head, requestID string, addID 
 	info.Route, info.Subject = fr.route, p.subjectName(subject)
 	c.Consume(h)
 
-	x := fastExchange{p: p, c: c, h: h, fr: fr, info: info, requestID: requestID, addID: addID,
-		stripAs: stripAs, subject: subject}
-	stop := c.Watch(hangupWatchAfter, x.hangup)
+	x := exchanges.Get().(*fastExchange)
+	x.p, x.c, x.h, x.fr, x.info, x.requestID, x.addID, x.stripAs, x.subject =
+		p, c, h, fr, info, requestID, addID, stripAs, subject
+	stop := c.Watch(hangupWatchAfter, x.hangupFn)
 	res := x.run()
 	stop()
 	if x.gone.Load() {
@@ -116,7 +117,27 @@ func (p *Proxy) ServeFast(c *front.Conn, h *front.Head, requestID string, addID 
 			res.Status = 499
 		}
 	}
+	x.reset()
+	exchanges.Put(x)
 	return true, res
+}
+
+// exchanges keeps fastExchanges (with their answer's field array) for reuse:
+// the fast path allocates little per request.
+var exchanges = sync.Pool{New: func() any {
+	x := &fastExchange{}
+	x.hangupFn = x.hangup
+	return x
+}}
+
+// reset clears x for the pool; the watch has ended, so nothing else holds it.
+func (x *fastExchange) reset() {
+	hangupFn := x.hangupFn
+	clear(x.fieldBuf[:])
+	x.ans = answer{}
+	x.p, x.c, x.h, x.fr, x.info, x.requestID, x.subject, x.lent = nil, nil, nil, nil, nil, "", auth.Subject{}, nil
+	x.gone.Store(false)
+	x.hangupFn = hangupFn
 }
 
 func isBoxID(b []byte) bool {
@@ -169,9 +190,12 @@ type fastExchange struct {
 	stripAs   bool
 	subject   auth.Subject
 
-	mu   sync.Mutex
-	lent *upstream.Lent // the upstream connection in use, for hangup
-	gone atomic.Bool    // the client hung up
+	mu       sync.Mutex
+	lent     *upstream.Lent // the upstream connection in use, for hangup
+	gone     atomic.Bool    // the client hung up
+	hangupFn func()         // x.hangup, made once
+	ans      answer         // the answer being read
+	fieldBuf [32]front.Field
 }
 
 // hangup runs when the client closed its connection: the upstream request is
@@ -339,8 +363,8 @@ func (x *fastExchange) exchange(l *upstream.Lent, tok auth.Token) (a *answer, an
 		return nil, false, err
 	}
 	for n1xx := 0; ; n1xx++ {
-		a, err = readAnswer(br, x.h.Method == http.MethodHead)
-		if err != nil {
+		a = &x.ans
+		if err = readAnswer(br, x.h.Method == http.MethodHead, a, x.fieldBuf[:0]); err != nil {
 			return nil, true, err
 		}
 		if a.status >= 200 {
@@ -388,8 +412,8 @@ func (a *answer) get(name string) []byte {
 var errAnswerHead = errors.New("malformed answer head")
 
 // readAnswer peeks at one answer head (up to the reader's buffer size) and
-// parses it without consuming it.
-func readAnswer(br *bufio.Reader, head bool) (*answer, error) {
+// parses it into a, without consuming it; a's fields are appended to fields.
+func readAnswer(br *bufio.Reader, head bool, a *answer, fields []front.Field) error {
 	var buf []byte
 	for {
 		b, err := br.Peek(br.Buffered())
@@ -398,70 +422,70 @@ func readAnswer(br *bufio.Reader, head bool) (*answer, error) {
 			break
 		}
 		if br.Buffered() == br.Size() {
-			return nil, fmt.Errorf("upstream answer's headers exceed %d bytes", br.Size())
+			return fmt.Errorf("upstream answer's headers exceed %d bytes", br.Size())
 		}
 		if _, err = br.Peek(br.Buffered() + 1); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return nil, err
+			return err
 		}
 	}
-	a := &answer{size: len(buf), length: -1}
+	*a = answer{size: len(buf), length: -1, fields: fields}
 	line, rest, ok := cutLine(buf)
 	if !ok || len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
-		return nil, errAnswerHead
+		return errAnswerHead
 	}
 	http10 := line[7] == '0'
 	if !http10 && line[7] != '1' {
-		return nil, errAnswerHead
+		return errAnswerHead
 	}
 	a.line = line[9:]
 	code := line[9:12]
 	if len(line) > 12 && line[12] != ' ' {
-		return nil, errAnswerHead
+		return errAnswerHead
 	}
 	for _, c := range code {
 		if c < '0' || c > '9' {
-			return nil, errAnswerHead
+			return errAnswerHead
 		}
 	}
 	a.status = int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
 	if a.status < 100 {
-		return nil, errAnswerHead
+		return errAnswerHead
 	}
 	keepAlive := false
 	for {
 		line, rest, ok = cutLine(rest)
 		if !ok {
-			return nil, errAnswerHead
+			return errAnswerHead
 		}
 		if len(line) == 0 {
 			break
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return nil, errAnswerHead
+			return errAnswerHead
 		}
 		name, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
 		for _, c := range name {
 			if !isTokenByte(c) {
-				return nil, errAnswerHead
+				return errAnswerHead
 			}
 		}
 		if bytes.IndexByte(value, 0) >= 0 || bytes.IndexByte(value, '\r') >= 0 {
-			return nil, errAnswerHead
+			return errAnswerHead
 		}
 		switch {
 		case equalFoldBytes(name, "Content-Length"):
 			n, err := strconv.ParseInt(string(value), 10, 64)
 			if err != nil || n < 0 || (a.length >= 0 && a.length != n) {
-				return nil, errors.New("upstream answer has a bad Content-Length")
+				return errors.New("upstream answer has a bad Content-Length")
 			}
 			a.length = n
 		case equalFoldBytes(name, "Transfer-Encoding"):
 			if !equalFoldBytes(value, "chunked") || a.chunked {
-				return nil, errors.New("upstream answer has an unsupported Transfer-Encoding")
+				return errors.New("upstream answer has an unsupported Transfer-Encoding")
 			}
 			a.chunked = true
 		case equalFoldBytes(name, "Connection"):
@@ -491,7 +515,7 @@ func readAnswer(br *bufio.Reader, head bool) (*answer, error) {
 	if !a.noBody && !a.chunked && a.length < 0 {
 		a.close = true // delimited by the end of the connection
 	}
-	return a, nil
+	return nil
 }
 
 func cutLine(b []byte) (line, rest []byte, ok bool) {
@@ -516,7 +540,7 @@ func (x *fastExchange) discard(a *answer) {
 	switch {
 	case a.noBody:
 	case a.length >= 0 && a.length <= 64<<10:
-		_, err := io.CopyN(io.Discard, br, a.length)
+		_, err := copyN(io.Discard, br, a.length)
 		keep = keep && err == nil
 	case a.chunked:
 		err := copyChunked(io.Discard, nil, br, 64<<10)
@@ -672,11 +696,7 @@ var errShortBody = errors.New("upstream answer ended before its Content-Length")
 // the kernel splice them.
 func copyBody(bw *bufio.Writer, client net.Conn, br *bufio.Reader, up net.Conn, n int64) (int64, error) {
 	if n < spliceMin || int64(br.Buffered()) >= n {
-		w, err := io.CopyN(bw, br, n)
-		if err == io.EOF {
-			err = errShortBody
-		}
-		return w, err
+		return copyN(bw, br, n)
 	}
 	buffered, _ := br.Peek(br.Buffered())
 	w, err := bw.Write(buffered)
@@ -700,6 +720,30 @@ func copyBody(bw *bufio.Writer, client net.Conn, br *bufio.Reader, up net.Conn, 
 		err = errShortBody
 	}
 	return total, err
+}
+
+// copyN copies n bytes from br to w through br's buffer (io.CopyN would
+// allocate a LimitReader); an early end is errShortBody.
+func copyN(w io.Writer, br *bufio.Reader, n int64) (int64, error) {
+	var done int64
+	for done < n {
+		if br.Buffered() == 0 {
+			if _, err := br.Peek(1); err != nil {
+				if err == io.EOF {
+					err = errShortBody
+				}
+				return done, err
+			}
+		}
+		b, _ := br.Peek(int(min(int64(br.Buffered()), n-done)))
+		m, err := w.Write(b)
+		_, _ = br.Discard(m)
+		done += int64(m)
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 // copyChunked copies one chunked body, framing and trailers byte for byte,
@@ -742,8 +786,8 @@ func copyChunked(w io.Writer, flush *bufio.Writer, br *bufio.Reader, limit int64
 				}
 			}
 		}
-		if _, err := io.CopyN(w, br, size); err != nil {
-			return chunkErr(err)
+		if _, err := copyN(w, br, size); err != nil {
+			return err
 		}
 		crlf, err := br.Peek(2)
 		if err != nil {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"strconv"
 	"time"
 
 	"github.com/boxproxy/boxproxy/front"
@@ -39,7 +38,7 @@ func (s *Server) ServeFast(c *front.Conn, h *front.Head) (served, keep bool) {
 	v, n := h.Get("X-Request-Id")
 	switch {
 	case n == 0:
-		id = s.idBase + strconv.FormatUint(s.idSeq.Add(1), 10)
+		id = s.newID()
 	case n == 1 && len(v) <= 128 && printableBytes(v):
 		id = string(v)
 	default:
@@ -53,7 +52,7 @@ func (s *Server) ServeFast(c *front.Conn, h *front.Head) (served, keep bool) {
 		s.m.InFlight(-1)
 		return false, false
 	}
-	s.record(done{id: id, method: h.Method, path: string(h.Path), route: info.Route, status: res.Status,
+	s.record(done{id: id, method: h.Method, rawPath: h.Path, route: info.Route, status: res.Status,
 		bytes: res.Bytes, info: &info, start: start, aborted: res.Aborted})
 	return true, res.Keep
 }

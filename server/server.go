@@ -235,6 +235,7 @@ func (s *Server) finish(rec *recorder, r *http.Request, id string, start time.Ti
 // done is what the access log and the metrics keep of one request.
 type done struct {
 	id, method, path, route string
+	rawPath                 []byte // the fast path's path, made a string only for the log
 	status                  int
 	bytes                   int64
 	info                    *proxy.Info
@@ -252,6 +253,9 @@ func (s *Server) record(d done) {
 	ev := s.log.Info()
 	if ev == nil {
 		return
+	}
+	if d.rawPath != nil {
+		d.path = string(d.rawPath)
 	}
 	ev.Str("request_id", d.id).Str("method", d.method).Str("path", logPath(d.path)).Str("route", d.route).
 		Int("status", d.status).Float64("duration_ms", float64(time.Since(d.start).Microseconds())/1000).
@@ -386,9 +390,15 @@ func (s *Server) requestID(r *http.Request) string {
 	if v := r.Header.Get("X-Request-Id"); v != "" && len(v) <= 128 && printable(v) {
 		return v
 	}
-	id := s.idBase + strconv.FormatUint(s.idSeq.Add(1), 10)
+	id := s.newID()
 	r.Header["X-Request-Id"] = []string{id}
 	return id
+}
+
+// newID is a new request ID: the process's random prefix and a counter.
+func (s *Server) newID() string {
+	var b [40]byte
+	return string(strconv.AppendUint(append(b[:0], s.idBase...), s.idSeq.Add(1), 10))
 }
 
 func sanitizeHeader(v string) string {

@@ -37,7 +37,7 @@ func (t *Transport) Lend(ctx context.Context, addr string, fresh bool) (l *Lent,
 	if err != nil {
 		return nil, false, err
 	}
-	return &Lent{c: c}, reused, nil
+	return &c.lent, reused, nil
 }
 
 // Reader reads the answer; at most MaxResponseHeaderBytes should be read

@@ -232,6 +232,7 @@ func (t *Transport) getConn(ctx context.Context, addr string, dial bool) (c *con
 		return nil, false, err
 	}
 	c = &conn{t: t, nc: nc, addr: addr}
+	c.lent.c = c
 	c.lr = limitedReader{r: nc, n: math.MaxInt64}
 	c.br = bufio.NewReaderSize(&c.lr, t.o.BufferSize)
 	c.bw = bufio.NewWriterSize(nc, t.o.BufferSize)
@@ -261,6 +262,7 @@ type conn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+	lent      Lent // c lent out (Transport.Lend), made once
 }
 
 // max1xx bounds the informational answers read before the final one (as in
