@@ -25,7 +25,7 @@ func (h *Head) Size() int { return h.size }
 // how many fields of that name there are.
 func (h *Head) Get(name string) (value []byte, n int) {
 	for i := range h.Fields {
-		if equalFold(h.Fields[i].Name, name) {
+		if EqualFold(h.Fields[i].Name, name) {
 			if n == 0 {
 				value = h.Fields[i].Value
 			}
@@ -107,20 +107,20 @@ func parseHead(b []byte, h *Head) bool {
 			}
 		}
 		switch {
-		case equalFold(name, "Host"):
+		case EqualFold(name, "Host"):
 			hosts++
 			h.Host = value
-		case equalFold(name, "Connection"):
+		case EqualFold(name, "Connection"):
 			switch {
-			case equalFold(value, "close"):
+			case EqualFold(value, "close"):
 				h.Close = true
-			case equalFold(value, "keep-alive"):
+			case EqualFold(value, "keep-alive"):
 			default:
 				return false
 			}
-		case equalFold(name, "Content-Length"), equalFold(name, "Transfer-Encoding"),
-			equalFold(name, "Expect"), equalFold(name, "Upgrade"), equalFold(name, "TE"),
-			equalFold(name, "Trailer"):
+		case EqualFold(name, "Content-Length"), EqualFold(name, "Transfer-Encoding"),
+			EqualFold(name, "Expect"), EqualFold(name, "Upgrade"), EqualFold(name, "TE"),
+			EqualFold(name, "Trailer"):
 			return false
 		}
 		h.Fields = append(h.Fields, Field{Name: name, Value: value})
@@ -154,8 +154,8 @@ func trimOWS(b []byte) []byte {
 	return b
 }
 
-// equalFold compares b with an ASCII name, ignoring case.
-func equalFold(b []byte, s string) bool {
+// EqualFold compares b with an ASCII name, ignoring case.
+func EqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
@@ -173,6 +173,9 @@ func lower(c byte) byte {
 	}
 	return c
 }
+
+// IsTokenChar says whether c may appear in a field name (RFC 9110 tchar).
+func IsTokenChar(c byte) bool { return tokenChar[c] }
 
 var tokenChar, pathChar, queryChar [256]bool
 

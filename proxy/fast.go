@@ -298,11 +298,11 @@ func (x *fastExchange) writeRequest(bw *bufio.Writer, tok auth.Token) error {
 fields:
 	for _, f := range x.h.Fields {
 		for _, d := range requestDropped {
-			if equalFoldBytes(f.Name, d) {
+			if front.EqualFold(f.Name, d) {
 				continue fields
 			}
 		}
-		if x.stripAs && equalFoldBytes(f.Name, "As-User") {
+		if x.stripAs && front.EqualFold(f.Name, "As-User") {
 			continue
 		}
 		bw.Write(f.Name)
@@ -402,7 +402,7 @@ type answer struct {
 
 func (a *answer) get(name string) []byte {
 	for _, f := range a.fields {
-		if equalFoldBytes(f.Name, name) {
+		if front.EqualFold(f.Name, name) {
 			return f.Value
 		}
 	}
@@ -416,7 +416,7 @@ var errAnswerHead = errors.New("malformed answer head")
 func readAnswer(br *bufio.Reader, head bool, a *answer, fields []front.Field) error {
 	var buf []byte
 	for {
-		b, err := br.Peek(br.Buffered())
+		b, _ := br.Peek(br.Buffered())
 		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
 			buf = b[:i+4]
 			break
@@ -424,7 +424,7 @@ func readAnswer(br *bufio.Reader, head bool, a *answer, fields []front.Field) er
 		if br.Buffered() == br.Size() {
 			return fmt.Errorf("upstream answer's headers exceed %d bytes", br.Size())
 		}
-		if _, err = br.Peek(br.Buffered() + 1); err != nil {
+		if _, err := br.Peek(br.Buffered() + 1); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
@@ -469,7 +469,7 @@ func readAnswer(br *bufio.Reader, head bool, a *answer, fields []front.Field) er
 		}
 		name, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
 		for _, c := range name {
-			if !isTokenByte(c) {
+			if !front.IsTokenChar(c) {
 				return errAnswerHead
 			}
 		}
@@ -477,30 +477,30 @@ func readAnswer(br *bufio.Reader, head bool, a *answer, fields []front.Field) er
 			return errAnswerHead
 		}
 		switch {
-		case equalFoldBytes(name, "Content-Length"):
+		case front.EqualFold(name, "Content-Length"):
 			n, err := strconv.ParseInt(string(value), 10, 64)
 			if err != nil || n < 0 || (a.length >= 0 && a.length != n) {
 				return errors.New("upstream answer has a bad Content-Length")
 			}
 			a.length = n
-		case equalFoldBytes(name, "Transfer-Encoding"):
-			if !equalFoldBytes(value, "chunked") || a.chunked {
+		case front.EqualFold(name, "Transfer-Encoding"):
+			if !front.EqualFold(value, "chunked") || a.chunked {
 				return errors.New("upstream answer has an unsupported Transfer-Encoding")
 			}
 			a.chunked = true
-		case equalFoldBytes(name, "Connection"):
+		case front.EqualFold(name, "Connection"):
 			for _, tok := range bytes.Split(value, []byte(",")) {
 				tok = bytes.Trim(tok, " \t")
 				switch {
-				case equalFoldBytes(tok, "close"):
+				case front.EqualFold(tok, "close"):
 					a.close = true
-				case equalFoldBytes(tok, "keep-alive"):
+				case front.EqualFold(tok, "keep-alive"):
 					keepAlive = true
 				case len(tok) > 0:
 					a.dropped = append(append(a.dropped, tok...), ',')
 				}
 			}
-		case equalFoldBytes(name, "Box-Request-Id"):
+		case front.EqualFold(name, "Box-Request-Id"):
 			a.boxID = value
 		}
 		a.fields = append(a.fields, front.Field{Name: name, Value: value})
@@ -587,7 +587,7 @@ func (x *fastExchange) relay(a *answer) FastResult {
 fields:
 	for _, f := range a.fields {
 		for _, d := range responseDropped {
-			if equalFoldBytes(f.Name, d) {
+			if front.EqualFold(f.Name, d) {
 				if a.noBody && d == "Content-Length" {
 					break // a HEAD answer's length describes the GET's body
 				}
@@ -597,7 +597,7 @@ fields:
 		if len(a.dropped) > 0 && listed(a.dropped, f.Name) {
 			continue
 		}
-		if !hasDate && equalFoldBytes(f.Name, "Date") {
+		if !hasDate && front.EqualFold(f.Name, "Date") {
 			hasDate = true
 		}
 		bw.Write(f.Name)
@@ -671,7 +671,7 @@ func listed(list, name []byte) bool {
 func isJSONType(ct []byte) bool {
 	mt, _, _ := bytes.Cut(ct, []byte(";"))
 	mt = bytes.TrimSpace(mt)
-	return equalFoldBytes(mt, "application/json") || bytes.HasSuffix(bytes.ToLower(mt), []byte("+json"))
+	return front.EqualFold(mt, "application/json") || bytes.HasSuffix(bytes.ToLower(mt), []byte("+json"))
 }
 
 type countWriter struct {
@@ -842,35 +842,4 @@ func chunkSize(line []byte) (int64, bool) {
 		}
 	}
 	return n, true
-}
-
-func equalFoldBytes(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-func isTokenByte(b byte) bool {
-	switch {
-	case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
-		return true
-	}
-	switch b {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }
