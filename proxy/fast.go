@@ -23,7 +23,8 @@ import (
 )
 
 // The fast path: a GET or HEAD without a body, to an upstream reached over
-// plain HTTP (the upstream package's lent connections), is forwarded here
+// HTTP or HTTPS with no forward proxy (HTTP/1.1 on the upstream package's lent
+// connections, over TLS for https), is forwarded here
 // with the request and answer heads copied field by field, instead of
 // through ReverseProxy and http.Request/http.Response. It does what the
 // ReverseProxy path does for such a request (rewrite, the token, the 401

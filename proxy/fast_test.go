@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/boxproxy/boxproxy/auth"
 	"github.com/boxproxy/boxproxy/front"
+	"github.com/boxproxy/boxproxy/upstream"
 )
 
 // scriptedUpstream is a raw TCP upstream: answer(n, req) returns the bytes to
@@ -519,4 +523,119 @@ func (f *benchFront) ServeFast(c *front.Conn, h *front.Head) (bool, bool) {
 		f.fast.Add(1)
 	}
 	return ok, res.Keep
+}
+
+// newTLSProxy is newTestProxy towards an HTTPS upstream whose certificate
+// the given pool trusts.
+func newTLSProxy(t *testing.T, upstreamURL string, roots *x509.CertPool) *Proxy {
+	t.Helper()
+	fallback := NewTransport()
+	fallback.TLSClientConfig = &tls.Config{RootCAs: roots}
+	return newTestProxy(t, upstreamURL, upstream.New(upstream.Options{
+		Fallback: fallback, MaxIdlePerHost: 64, TLSConfig: &tls.Config{RootCAs: roots},
+	}))
+}
+
+// Towards an HTTPS upstream (Box itself) the fast path speaks HTTP/1.1 over
+// TLS on kept-alive connections, and checks the certificate.
+func TestFastPathSpeaksHTTP11OverVerifiedTLS(t *testing.T) {
+	var conns atomic.Int64
+	var protos sync.Map
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protos.Store(r.Proto, true)
+		if r.TLS == nil || r.Header.Get("Authorization") != "Bearer T" {
+			w.WriteHeader(400)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"type":"user","id":"1"}`)
+	}))
+	up.EnableHTTP2 = true
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.StartTLS()
+	defer up.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(up.Certificate())
+
+	f := startFront(t, newTLSProxy(t, up.URL, roots))
+	for range 20 {
+		if resp, body := fastGet(t, http.DefaultClient, "GET", f.URL+"/2.0/users/me"); resp.StatusCode != 200 || body != `{"type":"user","id":"1"}` {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+	}
+	if n := f.served(); n != 20 {
+		t.Errorf("the fast path served %d of 20", n)
+	}
+	if conns.Load() != 1 {
+		t.Errorf("%d TLS connections for 20 requests", conns.Load())
+	}
+	protos.Range(func(k, _ any) bool {
+		if k != "HTTP/1.1" {
+			t.Errorf("the upstream saw %v", k)
+		}
+		return true
+	})
+
+	// A certificate the proxy does not trust: a JSON 502, nothing served.
+	g := startFront(t, newTLSProxy(t, up.URL, x509.NewCertPool()))
+	resp, body := fastGet(t, http.DefaultClient, "GET", g.URL+"/2.0/users/me")
+	if resp.StatusCode != 502 || !strings.Contains(body, "upstream_unreachable") {
+		t.Fatalf("untrusted certificate: %d %s", resp.StatusCode, body)
+	}
+}
+
+// BenchmarkTLSUpstream compares the two ways to an HTTPS upstream (Box): the
+// fast path (HTTP/1.1 over TLS on lent connections) and the ReverseProxy
+// path (net/http's Transport, HTTP/2), each behind the front, with the same
+// Go client and a Go HTTPS upstream that offers HTTP/2.
+func BenchmarkTLSUpstream(b *testing.B) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"type":"user","id":"1","name":"bench"}`)
+	}))
+	up.EnableHTTP2 = true
+	up.StartTLS()
+	defer up.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(up.Certificate())
+	for _, fast := range []bool{true, false} {
+		name := map[bool]string{true: "fast-path-http1.1", false: "reverseproxy-http2"}[fast]
+		b.Run(name, func(b *testing.B) {
+			fallback := NewTransport()
+			fallback.TLSClientConfig = &tls.Config{RootCAs: roots}
+			p := newTestProxy(b, up.URL, upstream.New(upstream.Options{Fallback: fallback, TLSConfig: &tls.Config{RootCAs: roots}}))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := &front.Server{HTTP: &http.Server{Handler: p}, HeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
+			if fast {
+				srv.Fast = &benchFront{p: p}
+			}
+			go func() { _ = srv.Serve(ln) }()
+			defer srv.Close()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			u := "http://" + ln.Addr().String() + "/2.0/users/me"
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := client.Get(u)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+		})
+	}
 }

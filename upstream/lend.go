@@ -15,17 +15,22 @@ type Lent struct {
 	c *conn
 }
 
-// Direct says whether requests to u may use lent connections: plain HTTP with
-// no forward proxy in between (as for the engine's own requests).
+// Direct says whether requests to u may use lent connections: HTTP or HTTPS
+// (HTTP/1.1 over TLS) with no forward proxy in between.
 func (t *Transport) Direct(u *url.URL) bool {
-	if u == nil || u.Scheme != "http" || u.Host == "" {
+	if u == nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return false
 	}
 	return t.isDirect(&http.Request{Method: http.MethodGet, URL: u, Header: http.Header{}})
 }
 
-// Addr is the host:port that Lend takes for u.
-func Addr(u *url.URL) string { return hostPort(u) }
+// Addr is what Lend takes for u: host:port, marked for TLS when u is https.
+func Addr(u *url.URL) string {
+	if u.Scheme == "https" {
+		return tlsPrefix + hostPort(u)
+	}
+	return hostPort(u)
+}
 
 // Lend returns an idle connection to addr, or a new one (always a new one
 // when fresh). reused says whether it had carried an earlier request: a
