@@ -12,6 +12,14 @@ BIN_DIR="$BENCH_DIR/.bin"
 RESULTS_DIR="$BENCH_DIR/results"
 BENCH_TOKEN=benchtoken
 
+# UPSTREAM_TLS=1: the upstream speaks HTTPS (HTTP/2 offered), as Box does;
+# curl, nginx and boxproxy trust its self-signed certificate ($UPSTREAM_CA).
+UPSTREAM_TLS=${UPSTREAM_TLS:-0}
+UPSTREAM_SCHEME=http
+[[ $UPSTREAM_TLS == 1 ]] && UPSTREAM_SCHEME=https
+UPSTREAM_CA=""
+CURL_CA=() # curl's --cacert for the upstream's certificate, when it has one
+
 BENCH_PIDS=()
 BENCH_TMP=""
 HAVE_BOXPROXY=0
@@ -159,7 +167,7 @@ free_port() {
 wait_http() {
 	local url=$1 deadline=$((SECONDS + ${2:-10})) pid=${3:-}
 	while ((SECONDS < deadline)); do
-		curl -sf -o /dev/null --max-time 1 "$url" && return 0
+		curl -sf "${CURL_CA[@]}" -o /dev/null --max-time 1 "$url" && return 0
 		[[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null && return 1
 		sleep 0.1
 	done
@@ -172,12 +180,19 @@ start_upstream() {
 	UPSTREAM_PORT=$(free_port "${UPSTREAM_PORT:-}")
 	local procs=()
 	[[ -n ${UPSTREAM_PROCS:-} ]] && procs=(-procs "$UPSTREAM_PROCS")
-	"$BIN_DIR/upstream" -addr "127.0.0.1:$UPSTREAM_PORT" "${procs[@]}" >"$BENCH_TMP/upstream.log" 2>&1 &
+	local tls=()
+	if [[ $UPSTREAM_TLS == 1 ]]; then
+		tls=(-tls "$BENCH_TMP/tls")
+		UPSTREAM_CA="$BENCH_TMP/tls/cert.pem"
+		CURL_CA=(--cacert "$UPSTREAM_CA")
+	fi
+	"$BIN_DIR/upstream" -addr "127.0.0.1:$UPSTREAM_PORT" "${procs[@]}" "${tls[@]}" >"$BENCH_TMP/upstream.log" 2>&1 &
 	UPSTREAM_PID=$!
 	BENCH_PIDS+=("$UPSTREAM_PID")
-	wait_http "http://127.0.0.1:$UPSTREAM_PORT/2.0/users/me" 10 "$UPSTREAM_PID" ||
+	UPSTREAM_URL="$UPSTREAM_SCHEME://127.0.0.1:$UPSTREAM_PORT"
+	wait_http "$UPSTREAM_URL/2.0/users/me" 10 "$UPSTREAM_PID" ||
 		{ cat "$BENCH_TMP/upstream.log" >&2; die "upstream did not start"; }
-	log "upstream  on 127.0.0.1:$UPSTREAM_PORT (pid $UPSTREAM_PID)"
+	log "upstream  on $UPSTREAM_URL (pid $UPSTREAM_PID)"
 }
 
 start_nginx() {
@@ -209,7 +224,8 @@ http {
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location / {
-            proxy_pass http://bench_upstream;
+            proxy_pass $UPSTREAM_SCHEME://bench_upstream;
+            $( [[ $UPSTREAM_TLS == 1 ]] && echo "proxy_ssl_trusted_certificate $UPSTREAM_CA; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;")
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Authorization "Bearer $BENCH_TOKEN";
@@ -240,10 +256,11 @@ start_boxproxy() {
 	BOXPROXY_PORT=$(free_port "${BOXPROXY_PORT:-}")
 	local procs=()
 	[[ -n ${BOXPROXY_PROCS:-} ]] && procs=(GOMAXPROCS="$BOXPROXY_PROCS")
+	[[ -n $UPSTREAM_CA ]] && procs+=(SSL_CERT_FILE="$UPSTREAM_CA") # Go's system roots: just this one
 	env "${procs[@]}" \
 		BOXPROXY_DEVELOPER_TOKEN="$BENCH_TOKEN" \
-		BOXPROXY_API_URL="http://127.0.0.1:$UPSTREAM_PORT" \
-		BOXPROXY_UPLOAD_URL="http://127.0.0.1:$UPSTREAM_PORT" \
+		BOXPROXY_API_URL="$UPSTREAM_URL" \
+		BOXPROXY_UPLOAD_URL="$UPSTREAM_URL" \
 		BOXPROXY_LISTEN="127.0.0.1:$BOXPROXY_PORT" \
 		BOXPROXY_LOG_LEVEL="${BOXPROXY_LOG_LEVEL:-warn}" \
 		"$BOXPROXY_EXE" >"$BENCH_TMP/boxproxy.log" 2>&1 &
@@ -280,7 +297,7 @@ stop_boxproxy() {
 # upstream's body; when EXPECT_AUTH is set, the upstream must have seen it.
 check_target() {
 	local name=$1 base=$2 auth=${3:-} got
-	got=$(curl -sS --max-time 5 "$base/2.0/users/me") || { log "$name: request failed"; return 1; }
+	got=$(curl -sS "${CURL_CA[@]}" --max-time 5 "$base/2.0/users/me") || { log "$name: request failed"; return 1; }
 	[[ $got == *'"login":"bench@example.com"'* ]] || { log "$name: unexpected body: ${got:0:200}"; return 1; }
 	if [[ -n $auth ]]; then
 		got=$(curl -sS --max-time 5 -H 'Authorization: Bearer client-secret-must-vanish' "$base/2.0/__bench/auth") || return 1

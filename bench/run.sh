@@ -20,6 +20,8 @@
 #   UPSTREAM_PROCS=     GOMAXPROCS for the upstream (default: all cores)
 #   UPSTREAM_PORT= NGINX_PORT= BOXPROXY_PORT=   fixed ports (default: free ones)
 #   TRANSFER=1          also run the 200 MiB transfer check (see transfer.sh)
+#   UPSTREAM_TLS=1      the upstream speaks HTTPS with HTTP/2 offered, as Box does
+#                       (nginx: proxy_pass https with verification; boxproxy: SSL_CERT_FILE)
 #   BOXPROXY_BIN=       measure this boxproxy binary instead of building one
 #   BENCH_NO_INSTALL=1  never call apt-get
 set -euo pipefail
@@ -49,13 +51,13 @@ cpu_ticks() {
 # The CPU time the PIDs used during the run, divided by the requests wrk
 # completed, is the target's CPU cost per request ("-" without PIDs).
 run_wrk() {
-	local port=$2 c=$3 d=$4 out=$5 t=$WRK_THREADS
+	local name=$1 port=$2 c=$3 d=$4 out=$5 t=$WRK_THREADS
 	shift 5
 	((t > c)) && t=$c
 	local before after
 	before=$(cpu_ticks "$@")
 	timeout -k 5 $((d + 30)) wrk -t"$t" -c"$c" -d"${d}s" --latency \
-		"http://127.0.0.1:$port$REQ_PATH" >"$out" 2>&1 || true
+		"${scheme[$name]:-http}://127.0.0.1:$port$REQ_PATH" >"$out" 2>&1 || true
 	after=$(cpu_ticks "$@")
 	awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" -v havepids=$# '
 		function ms(v) {
@@ -100,6 +102,7 @@ main() {
 	local targets=(direct nginx) raw="$RESULTS_DIR/raw" csv="$RESULTS_DIR/latest.csv"
 	[[ $HAVE_BOXPROXY == 1 ]] && targets+=(boxproxy)
 	declare -A port=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PORT [boxproxy]=${BOXPROXY_PORT:-})
+	declare -gA scheme=([direct]=$UPSTREAM_SCHEME)
 	rm -rf "$raw" && mkdir -p "$raw"
 	echo "conns,round,target,req_per_s,p99_ms,errors,cpu_us_per_req" >"$csv"
 	# Whose CPU time counts: nginx's master and workers; the others are one process.
@@ -134,7 +137,7 @@ main() {
 		echo "- load average when the run started: $LOAD_AT_START (1, 5, 15 min); well above 0 means other work competed for the cores too."
 		echo "- wrk, both proxies and the upstream all run on this machine and share these $(nproc) cores, so absolute numbers understate what a dedicated host does; compare columns, not machines."
 		echo "- wrk ${DURATION}s per run, threads min(${WRK_THREADS}, connections), ${ROUNDS} interleaved round(s) (direct, nginx, boxproxy), median shown."
-		echo "- nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'): ${NGINX_WORKERS:-1} worker, upstream keepalive 64, HTTP/1.1, injects Authorization. boxproxy: token method, GOMAXPROCS=${BOXPROXY_PROCS:-default ($(nproc))}, log level warn. Upstream: bench/upstream (Go), GOMAXPROCS=${UPSTREAM_PROCS:-default ($(nproc))}."
+		echo "- nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'): ${NGINX_WORKERS:-1} worker, upstream keepalive 64, HTTP/1.1, injects Authorization. boxproxy: token method, GOMAXPROCS=${BOXPROXY_PROCS:-default ($(nproc))}, log level warn. Upstream: bench/upstream (Go), $([[ $UPSTREAM_TLS == 1 ]] && echo "HTTPS with HTTP/2 offered (nginx and boxproxy use HTTP/1.1 over TLS with kept-alive connections; wrk's direct runs use TLS too)" || echo "plain HTTP"), GOMAXPROCS=${UPSTREAM_PROCS:-default ($(nproc))}."
 		if [[ $HAVE_BOXPROXY == 1 ]]; then
 			local ver
 			ver=$(BOXPROXY_LISTEN=127.0.0.1:0 timeout -k 1 5 "$BOXPROXY_EXE" version 2>/dev/null | head -n1 || true)

@@ -15,7 +15,7 @@
 transfer_one() {
 	local kind=$1 base=$2 file=$3 n=$4 out code size secs
 	if [[ $kind == up ]]; then
-		out=$(curl -sS --max-time 300 -H 'Expect:' -H 'Content-Type: application/octet-stream' -T "$file" \
+		out=$(curl -sS "${CURL_CA[@]}" --max-time 300 -H 'Expect:' -H 'Content-Type: application/octet-stream' -T "$file" \
 			-o "$BENCH_TMP/sink.json" -w '%{http_code} %{size_upload} %{time_total}' "$base/2.0/test/sink") || { echo fail; return; }
 		read -r code size secs <<<"$out"
 		if [[ $code != 200 ]] || ! grep -q "\"received\":$n\b" "$BENCH_TMP/sink.json"; then
@@ -24,7 +24,7 @@ transfer_one() {
 			return
 		fi
 	else
-		out=$(curl -sS --max-time 300 -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
+		out=$(curl -sS "${CURL_CA[@]}" --max-time 300 -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
 			"$base/2.0/bytes?n=$n") || { echo fail; return; }
 		read -r code size secs <<<"$out"
 		if [[ $code != 200 || $size != "$n" ]]; then
@@ -53,7 +53,7 @@ transfer_bench() {
 	head -c "$n" /dev/urandom >"$file"
 
 	local targets=(direct nginx) t kind r v
-	declare -A base=([direct]="http://127.0.0.1:$UPSTREAM_PORT" [nginx]="http://127.0.0.1:$NGINX_PORT")
+	declare -A base=([direct]="$UPSTREAM_URL" [nginx]="http://127.0.0.1:$NGINX_PORT")
 	if [[ $HAVE_BOXPROXY == 1 && -n $BOXPROXY_PID ]]; then
 		targets+=(boxproxy)
 		base[boxproxy]="http://127.0.0.1:$BOXPROXY_PORT"
