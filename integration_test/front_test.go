@@ -69,27 +69,38 @@ func echoPath(t *testing.T, body []byte) string {
 	return fmt.Sprintf("%s %d", e.Path, e.BodyLen)
 }
 
-// One keep-alive connection carries a fast-path GET, then a PUT with a body
-// (net/http's server takes the connection over, with the bytes already read),
-// then more GETs; sent at once, pipelined, they are answered in order.
+// One keep-alive connection carries fast-path GETs, a GET that the fast path
+// hands to net/http's server with the bytes already read (a percent-encoded
+// path), more GETs (net/http keeps the connection), then a PUT with a body,
+// after which the connection is closed (so that the client's next connection
+// starts on the fast path). Sent at once, pipelined, they are answered in
+// order.
 func TestFrontOneConnectionCarriesFastAndHandedOffRequestsInOrder(t *testing.T) {
 	t.Parallel()
 	box := startBox(t)
 	p := startProxy(t, box, ccgEnv(box)...)
 	fc := dialFront(t, p.Addr)
 	get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" }
-	fc.send(get("/2.0/test/echo/one") + get("/2.0/test/echo/two") +
-		"PUT /2.0/test/echo/three HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello" +
-		get("/2.0/test/echo/four"))
-	for _, want := range []string{"/2.0/test/echo/one 0", "/2.0/test/echo/two 0", "/2.0/test/echo/three 5", "/2.0/test/echo/four 0"} {
+	fc.send(get("/2.0/test/echo/one") + get("/2.0/test/echo/two") + get("/2.0/test/echo/thr%20ee") +
+		get("/2.0/test/echo/four") +
+		"PUT /2.0/test/echo/five HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello" +
+		get("/2.0/test/echo/six"))
+	for _, want := range []string{"/2.0/test/echo/one 0", "/2.0/test/echo/two 0", "/2.0/test/echo/thr%20ee 0", "/2.0/test/echo/four 0", "/2.0/test/echo/five 5"} {
 		resp, body := fc.read("GET")
 		if resp.StatusCode != 200 || echoPath(t, body) != want {
 			t.Fatalf("got %d %s, want %s", resp.StatusCode, body, want)
 		}
+		if resp.Close != strings.HasSuffix(want, "five 5") {
+			t.Errorf("%s: Connection: close is %v", want, resp.Close)
+		}
 	}
+	if _, err := http.ReadResponse(fc.br, nil); err == nil {
+		t.Fatal("the connection carried a request after the PUT's answer said Connection: close")
+	}
+	fc = dialFront(t, p.Addr)
 	fc.send(get("/2.0/users/me"))
 	if resp, body := fc.read("GET"); resp.StatusCode != 200 || !strings.Contains(string(body), `"type":"user"`) {
-		t.Fatalf("a GET after the hand-off: %d %s", resp.StatusCode, body)
+		t.Fatalf("a GET on a new connection: %d %s", resp.StatusCode, body)
 	}
 	// Every request is logged once, whichever path served it.
 	waitUntil(t, 3*time.Second, func() bool {
@@ -99,8 +110,8 @@ func TestFrontOneConnectionCarriesFastAndHandedOffRequestsInOrder(t *testing.T) 
 				n++
 			}
 		}
-		return n == 4
-	}, "four access-log lines for the echo requests")
+		return n == 5
+	}, "five access-log lines for the echo requests")
 }
 
 // Many GETs pipelined on one connection come back in order, each with the

@@ -181,10 +181,13 @@ func TestHardContentLengthWithChunkedIsOneWellDefinedRequest(t *testing.T) {
 		if fwd[0].Header.Get("Content-Length") != "" && fwd[0].Header.Get("Content-Length") != "5" {
 			t.Errorf("forwarded with Content-Length %q", fwd[0].Header.Get("Content-Length"))
 		}
-		if second != http.StatusBadRequest {
-			t.Errorf("the bytes after the chunked body were answered %d %q, want 400 (a second, refused request)", second, secondBody)
+		// The bytes after the chunked body are never a forwarded request:
+		// either refused as a second request (400) or never read, because
+		// the connection closes after a request with a body (package front).
+		if second != http.StatusBadRequest && second != 0 {
+			t.Errorf("the bytes after the chunked body were answered %d %q, want 400 (a second, refused request) or the connection closed", second, secondBody)
 		}
-		t.Logf("Go used the chunked body (5 bytes) and ignored Content-Length; the rest was a second request, answered %d", second)
+		t.Logf("Go used the chunked body (5 bytes) and ignored Content-Length; the rest was answered %d (0: the connection closed first)", second)
 	default:
 		t.Fatalf("answered %d %q", first, firstBody)
 	}

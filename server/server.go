@@ -201,6 +201,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w}
 	id := s.requestID(r)
 	w.Header()["X-Request-Id"] = []string{id}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// net/http's server keeps a connection the front handed to it
+		// (package front). After a request the fast path cannot take for
+		// its method (a body, mostly) the connection is closed, so that the
+		// client's next one starts on the fast path again: otherwise each
+		// upload would move one of a client's pooled connections to the
+		// slower path for good.
+		w.Header()["Connection"] = []string{"close"}
+	}
 	s.m.InFlight(1)
 	// The bookkeeping runs even when ReverseProxy aborts the handler with
 	// http.ErrAbortHandler (the client hung up mid-body); the panic then goes
