@@ -220,7 +220,9 @@ func (c *Conn) Closing() bool { return c.srv.closing.Load() }
 
 var crlfcrlf = []byte("\r\n\r\n")
 
-const readBufferSize = 8 << 10
+// readBufferSize is the per-connection read buffer, as net/http's server has: a
+// head that does not fit goes to net/http (which allows 64 KiB).
+const readBufferSize = 4 << 10
 
 func (c *Conn) serve() {
 	defer c.srv.forget(c)
