@@ -24,9 +24,9 @@ import (
 
 // The fast path: a GET or HEAD without a body, to an upstream reached over
 // HTTP or HTTPS with no forward proxy (HTTP/1.1 on the upstream package's lent
-// connections, over TLS for https), is forwarded here
-// with the request and answer heads copied field by field, instead of
-// through ReverseProxy and http.Request/http.Response. It does what the
+// connections, over TLS for https), is forwarded here with the request and
+// answer heads copied field by field, instead of through ReverseProxy and
+// http.Request/http.Response. It does what the
 // ReverseProxy path does for such a request (rewrite, the token, the 401
 // retry, hop-by-hop fields, Box's request ID, JSON errors); whatever it does
 // not take goes back to the server's ReverseProxy path before anything is
@@ -239,8 +239,11 @@ func (x *fastExchange) run() FastResult {
 	a, err := x.attempt(tok)
 	if err == nil && a.status == http.StatusUnauthorized {
 		if !tokens.Refreshable() {
+			// a's fields live in the connection's buffer: copy what is
+			// kept before the connection goes back to the pool.
+			wwwAuth, boxID := string(a.get("Www-Authenticate")), string(a.boxID)
 			x.discard(a)
-			return x.developerTokenExpired(a)
+			return x.developerTokenExpired(wwwAuth, boxID)
 		}
 		tokens.Invalidate(x.subject, tok.Access())
 		x.discard(a)
@@ -270,18 +273,24 @@ func (x *fastExchange) writeError(e *apierr.Error) FastResult {
 	return FastResult{Status: e.Status, Keep: !x.h.Close}
 }
 
-func (x *fastExchange) developerTokenExpired(a *answer) FastResult {
+// developerTokenExpired replaces Box's 401 for a developer token, as the
+// ReverseProxy path does.
+func (x *fastExchange) developerTokenExpired(wwwAuth, boxID string) FastResult {
 	w := x.c.NewResponseWriter(x.h.Close)
 	w.Header()["X-Request-Id"] = []string{x.requestID}
-	if v := a.get("Www-Authenticate"); v != nil {
-		w.Header().Set("Www-Authenticate", string(v))
+	if wwwAuth != "" {
+		w.Header().Set("Www-Authenticate", wwwAuth)
+	}
+	if boxID != "" {
+		w.Header().Set("Box-Request-Id", boxID)
+		x.info.BoxRequestID = boxID
 	}
 	apierr.Write(w, http.StatusUnauthorized, "developer_token_expired",
 		"Box rejected the developer token (BOXPROXY_DEVELOPER_TOKEN): it has expired or was revoked, and it cannot be refreshed; make a new one in the Box Developer Console")
 	return FastResult{Status: http.StatusUnauthorized, Keep: !x.h.Close}
 }
 
-// requestHopFields are not forwarded: hop-by-hop fields (as ReverseProxy
+// requestDropped are the fields not forwarded: hop-by-hop fields (as ReverseProxy
 // drops them), the client's credentials, the Forwarded family (as
 // ReverseProxy drops them with Rewrite), and Host, which is rewritten.
 var requestDropped = []string{"Host", "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
@@ -616,8 +625,9 @@ fields:
 	case a.chunked:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	case a.length >= 0:
+		var num [20]byte
 		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(a.length, 10))
+		bw.Write(strconv.AppendInt(num[:0], a.length, 10))
 		bw.WriteString("\r\n")
 	default:
 		res.Keep = false // the body ends when the connection does
