@@ -625,9 +625,8 @@ fields:
 	case a.chunked:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	case a.length >= 0:
-		var num [20]byte
 		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(num[:0], a.length, 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), a.length, 10))
 		bw.WriteString("\r\n")
 	default:
 		res.Keep = false // the body ends when the connection does
