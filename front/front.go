@@ -50,7 +50,6 @@ type Server struct {
 	conns   map[*Conn]struct{}
 	closing atomic.Bool
 	handoff *chanListener
-	httpErr chan error
 }
 
 const (
@@ -63,8 +62,8 @@ func (s *Server) init(ln net.Listener) {
 	s.once.Do(func() {
 		s.conns = make(map[*Conn]struct{})
 		s.handoff = &chanListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
-		s.httpErr = make(chan error, 1)
-		go func() { s.httpErr <- s.HTTP.Serve(s.handoff) }()
+		// It returns when Shutdown or Close closes the listener.
+		go func() { _ = s.HTTP.Serve(s.handoff) }()
 	})
 }
 
@@ -270,11 +269,29 @@ func (c *Conn) serve() {
 			c.handOff()
 			return
 		}
-		if err := c.bw.Flush(); err != nil || !keep || c.srv.closing.Load() {
+		if err := c.bw.Flush(); err != nil {
 			c.close()
 			return
 		}
+		if !keep || c.srv.closing.Load() {
+			c.closeAfterAnswer()
+			return
+		}
 	}
+}
+
+// rstAvoidanceDelay is how long a connection closed after an answer waits,
+// its sending side shut, before it is closed whole (as net/http's server
+// does): closing a socket with unread bytes (a request the client sent
+// after this one) resets it, and a reset can destroy the answer before the
+// client has read it.
+const rstAvoidanceDelay = 500 * time.Millisecond
+
+func (c *Conn) closeAfterAnswer() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		time.Sleep(rstAvoidanceDelay)
+	}
+	c.close()
 }
 
 func (c *Conn) close() {
