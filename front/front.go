@@ -238,7 +238,7 @@ func (c *Conn) serve() {
 	c.br = bufio.NewReaderSize(&c.src, readBufferSize)
 	c.bw = bufio.NewWriterSize(c.nc, 4<<10)
 	wait := c.srv.HeaderTimeout
-	for {
+	for first := true; ; first = false {
 		c.state.Store(stateIdle)
 		if c.srv.closing.Load() {
 			c.close()
@@ -260,6 +260,13 @@ func (c *Conn) serve() {
 		wait = c.srv.IdleTimeout
 		buf, _ := c.br.Peek(c.br.Buffered())
 		end := bytes.Index(buf, crlfcrlf)
+		if end < 0 && mayBeFast(buf) {
+			var ok bool
+			if buf, end, ok = c.readHead(first); !ok {
+				c.close()
+				return
+			}
+		}
 		if end < 0 || !parseHead(buf[:end+4], &c.head) {
 			c.handOff()
 			return
@@ -292,6 +299,37 @@ func (c *Conn) closeAfterAnswer() {
 		time.Sleep(rstAvoidanceDelay)
 	}
 	c.close()
+}
+
+// mayBeFast says whether the start of a head could be a fast-path request.
+func mayBeFast(b []byte) bool {
+	n := min(len(b), 6)
+	return bytes.HasPrefix([]byte("GET /"), b[:min(n, 5)]) || bytes.HasPrefix([]byte("HEAD /"), b[:n])
+}
+
+// readHead reads on until the head is whole, under the header timeout (for
+// the first request it runs from the connection's start, as net/http's
+// does). It returns the buffered bytes and the end of the head, or end -1 when
+// the head does not fit the buffer (net/http gets it). ok is false when the
+// client stopped or was too slow: the connection is closed without an answer,
+// as net/http closes it.
+func (c *Conn) readHead(first bool) (buf []byte, end int, ok bool) {
+	if !first && c.srv.HeaderTimeout > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.HeaderTimeout))
+	}
+	for {
+		if c.br.Buffered() == c.br.Size() {
+			buf, _ = c.br.Peek(c.br.Buffered())
+			return buf, -1, true
+		}
+		if _, err := c.br.Peek(c.br.Buffered() + 1); err != nil {
+			return nil, -1, false
+		}
+		buf, _ = c.br.Peek(c.br.Buffered()) // all that came, not just one byte more
+		if end := bytes.Index(buf, crlfcrlf); end >= 0 {
+			return buf, end, true
+		}
+	}
 }
 
 func (c *Conn) close() {
