@@ -18,6 +18,7 @@ import (
 
 	"github.com/boxproxy/boxproxy/apierr"
 	"github.com/boxproxy/boxproxy/auth"
+	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/front"
 	"github.com/boxproxy/boxproxy/upstream"
 )
@@ -91,7 +92,7 @@ func (p *Proxy) ServeFast(c *front.Conn, h *front.Head, requestID string, addID 
 	}
 	subject, stripAs := p.o.DefaultSubject, false
 	if v, n := h.Get("As-User"); n > 0 {
-		if n != 1 || !isBoxID(v) {
+		if n != 1 || !config.IsBoxID(string(v)) {
 			return false, FastResult{}
 		}
 		if p.allowed != nil {
@@ -139,18 +140,6 @@ func (x *fastExchange) reset() {
 	x.p, x.c, x.h, x.fr, x.info, x.requestID, x.subject, x.lent = nil, nil, nil, nil, nil, "", auth.Subject{}, nil
 	x.gone.Store(false)
 	x.hangupFn = hangupFn
-}
-
-func isBoxID(b []byte) bool {
-	if len(b) == 0 || len(b) > 20 {
-		return false
-	}
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 func hasDotSegmentBytes(p []byte) bool {
@@ -337,31 +326,24 @@ fields:
 // attempt sends the request once with tok and reads the answer's head. A
 // reused connection that the server had closed while idle is replaced, as
 // the upstream engine does.
-func (x *fastExchange) attempt(tok auth.Token) (*answer, error) {
-	eng := x.p.engine
+func (x *fastExchange) attempt(tok auth.Token) (a *answer, err error) {
 	x.info.Attempts++
 	start := time.Now()
-	defer func() { x.p.o.Metrics.Upstream(x.fr.route, time.Since(start)) }()
-	for fresh := false; ; fresh = true {
+	err = x.p.engine.Exchange(context.Background(), x.fr.addr, func(l *upstream.Lent) (bool, error) {
 		if x.gone.Load() {
-			return nil, context.Canceled
-		}
-		l, reused, err := eng.Lend(context.Background(), x.fr.addr, fresh)
-		if err != nil {
-			return nil, err
+			l.Release(false)
+			return false, context.Canceled
 		}
 		x.setLent(l)
-		a, answered, err := x.exchange(l, tok)
-		if err == nil {
-			return a, nil
+		var answered bool
+		if a, answered, err = x.exchange(l, tok); err != nil {
+			x.release(l, false)
+			return !answered && !x.gone.Load(), err
 		}
-		x.release(l, false)
-		if reused && !answered && !x.gone.Load() {
-			eng.DropIdle(x.fr.addr)
-			continue
-		}
-		return nil, err
-	}
+		return false, nil
+	})
+	x.p.o.Metrics.Upstream(x.fr.route, time.Since(start))
+	return a, err
 }
 
 func (x *fastExchange) exchange(l *upstream.Lent, tok auth.Token) (a *answer, answered bool, err error) {

@@ -24,8 +24,9 @@ import (
 )
 
 // scriptedUpstream is a raw TCP upstream: answer(n, req) returns the bytes to
-// send for the n-th request (from 1, over all connections); after "" or an
-// answer with "Connection: close" it closes the connection. The request heads
+// send for the n-th request (from 1, over all connections); after "", an
+// answer with "Connection: close" or one ending in closeAfter it closes the
+// connection. The request heads
 // it saw are kept, as sent.
 type scriptedUpstream struct {
 	URL   string
@@ -75,7 +76,8 @@ func startScripted(t *testing.T, answer func(n int, r *http.Request) string) *sc
 					u.mu.Unlock()
 					raw.Reset()
 					out := answer(int(u.reqs.Add(1)), r)
-					if _, err := io.WriteString(c, out); err != nil || out == "" || strings.Contains(out, "Connection: close") {
+					out, hangUp := strings.CutSuffix(out, closeAfter)
+					if _, err := io.WriteString(c, out); err != nil || hangUp || out == "" || strings.Contains(out, "Connection: close") {
 						return
 					}
 				}
@@ -84,6 +86,11 @@ func startScripted(t *testing.T, answer func(n int, r *http.Request) string) *sc
 	}()
 	return u
 }
+
+// closeAfter, at the end of an answer, makes the scripted upstream close the
+// connection after it without saying so (as a server whose idle timeout
+// strikes).
+const closeAfter = "\x00close"
 
 func (u *scriptedUpstream) lastHead() string {
 	u.mu.Lock()
@@ -641,5 +648,24 @@ func BenchmarkTLSUpstream(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// A kept-alive upstream connection that the server closed while it was idle
+// costs no error: the request goes again on a new connection.
+func TestFastPathReplacesAConnectionClosedWhileIdle(t *testing.T) {
+	up := startScripted(t, func(int, *http.Request) string { return okHead + "Content-Length: 2\r\n\r\n{}" + closeAfter })
+	f := startFront(t, newTestProxy(t, up.URL, nil))
+	for i := range 3 {
+		if resp, body := fastGet(t, http.DefaultClient, "GET", f.URL+"/2.0/users/me"); resp.StatusCode != 200 || body != "{}" {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+		time.Sleep(20 * time.Millisecond) // the upstream's close arrives
+	}
+	if n := f.served(); n != 3 {
+		t.Errorf("the fast path served %d of 3", n)
+	}
+	if up.reqs.Load() != 3 || up.conns.Load() != 3 {
+		t.Errorf("upstream: %d requests on %d connections, want 3 on 3", up.reqs.Load(), up.conns.Load())
 	}
 }

@@ -33,10 +33,8 @@ func Addr(u *url.URL) string {
 }
 
 // Lend returns an idle connection to addr, or a new one (always a new one
-// when fresh). reused says whether it had carried an earlier request: a
-// reused connection that fails before any byte of the answer may have been
-// closed by the server while idle, and the request may be sent again on a
-// fresh one (only for requests that may be repeated).
+// when fresh). reused says whether it had carried an earlier request.
+// Exchange wraps it with the retry after a connection closed while idle.
 func (t *Transport) Lend(ctx context.Context, addr string, fresh bool) (l *Lent, reused bool, err error) {
 	c, reused, err := t.getConn(ctx, addr, fresh)
 	if err != nil {
@@ -67,7 +65,3 @@ func (l *Lent) Release(keep bool) {
 	}
 	_ = c.nc.Close()
 }
-
-// DropIdle closes the idle connections to addr (after a reused one turned out
-// to be dead, the older ones are no better).
-func (t *Transport) DropIdle(addr string) { t.dropIdle(addr) }

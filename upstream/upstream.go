@@ -172,30 +172,42 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	if err := validHeaders(req.Header); err != nil {
 		return nil, err
 	}
-	addr := hostPort(req.URL)
-	for attempt := 0; ; attempt++ {
+	var resp *http.Response
+	err := t.Exchange(ctx, hostPort(req.URL), func(l *Lent) (mayRetry bool, err error) {
+		var answered bool
+		resp, answered, err = l.c.roundTrip(req)
+		return !answered, err
+	})
+	return resp, err
+}
+
+// Exchange runs x on a pooled connection to addr (as Lend gives it); x
+// releases or closes the connection itself. When x fails on a reused
+// connection and says the request may be sent again (no byte of an answer
+// came, so the server closed the connection while it was idle: it restarted,
+// or its idle timeout struck), the older idle connections to addr are no
+// better: they are dropped, and x runs once more on a new connection. The
+// one retry policy of the engine and of the proxy's fast path.
+func (t *Transport) Exchange(ctx context.Context, addr string, x func(l *Lent) (mayRetry bool, err error)) error {
+	for fresh := false; ; fresh = true {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
-		c, reused, err := t.getConn(ctx, addr, attempt > 0)
+		l, reused, err := t.Lend(ctx, addr, fresh)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		resp, answered, err := c.roundTrip(req)
-		if err == nil {
-			return resp, nil
-		}
-		if reused && !answered && ctx.Err() == nil {
-			// The server closed the idle connection (it restarted, or its
-			// idle timeout struck). The older idle ones are no better: drop
-			// them, and send the request once more on a new connection.
+		mayRetry, err := x(l)
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case reused && mayRetry:
 			t.dropIdle(addr)
 			continue
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
+		return err
 	}
 }
 
