@@ -18,9 +18,6 @@ type Head struct {
 	size   int     // bytes of the head, with the empty line that ends it
 }
 
-// Size is the length of the head on the wire.
-func (h *Head) Size() int { return h.size }
-
 // Get returns the first value of the field name (ASCII case-insensitive) and
 // how many fields of that name there are.
 func (h *Head) Get(name string) (value []byte, n int) {

@@ -25,9 +25,6 @@ func (c *Conn) NewResponseWriter(close bool) *ResponseWriter {
 // Header is the answer's header, as in http.ResponseWriter.
 func (w *ResponseWriter) Header() http.Header { return w.h }
 
-// Status is the status written, 0 before.
-func (w *ResponseWriter) Status() int { return w.status }
-
 // WriteHeader writes the status line and the header.
 func (w *ResponseWriter) WriteHeader(code int) {
 	if w.status != 0 {
