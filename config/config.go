@@ -68,6 +68,12 @@ type Config struct {
 	QuitEndpoint    bool          `env:"QUIT_ENDPOINT" envDefault:"false" help:"serve POST /quitquitquit (ends a sidecar when a Job is done)"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat       string        `env:"LOG_FORMAT" envDefault:"json" help:"json or console"`
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"5m" help:"longest wait for Box's answer head once the request is sent"`
+	UpstreamCAFile  string        `env:"UPSTREAM_CA_FILE" helpDefault:"system roots" help:"PEM file of CA certificates trusted for Box's TLS (for egress proxies that re-sign TLS); added to the system roots"`
+	AdminListen     string        `env:"ADMIN_LISTEN" helpDefault:"probes on BOXPROXY_LISTEN" help:"address serving /healthz, /readyz and /metrics without Host check or inbound key; forwards nothing"`
+	RedisURL        string        `env:"REDIS_URL" secret:"true" helpDefault:"each process alone" help:"redis:// or rediss:// URL: replicas of one app share their token cache and their OAuth login"`
+	StoreKey        string        `env:"STORE_KEY" secret:"true" helpDefault:"derived from the client secret" help:"at least 32 characters keying the encryption of every stored token (Redis and BOXPROXY_TOKEN_STORE)"`
+	OAuthKeepalive  time.Duration `env:"OAUTH_KEEPALIVE" envDefault:"72h" help:"an idle oauth login is refreshed at least this often, so Box's 60-day refresh-token expiry never ends it"`
 
 	// Derived by Load.
 	Public, API, Upload *url.URL `env:"-"`
@@ -350,6 +356,29 @@ func (c *Config) check() error {
 	}
 	if c.LoginTimeout <= 0 {
 		return errors.New("BOXPROXY_LOGIN_TIMEOUT must be positive")
+	}
+	if c.UpstreamTimeout <= 0 {
+		return errors.New("BOXPROXY_UPSTREAM_TIMEOUT must be positive")
+	}
+	if c.OAuthKeepalive <= 0 {
+		return errors.New("BOXPROXY_OAUTH_KEEPALIVE must be positive")
+	}
+	if c.AdminListen != "" {
+		if _, p, err := net.SplitHostPort(c.AdminListen); err != nil {
+			return fmt.Errorf("BOXPROXY_ADMIN_LISTEN=%q is not host:port (e.g. 0.0.0.0:9090)", sanitize(c.AdminListen))
+		} else if _, err := strconv.ParseUint(p, 10, 16); err != nil {
+			return fmt.Errorf("BOXPROXY_ADMIN_LISTEN=%q: the port must be a number", sanitize(c.AdminListen))
+		}
+	}
+	if c.RedisURL != "" {
+		// Never echo the URL: it may hold a password.
+		u, err := url.Parse(c.RedisURL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			return errors.New("BOXPROXY_REDIS_URL is not a redis:// or rediss:// URL (redis://[user:password@]host:port/db)")
+		}
+	}
+	if c.StoreKey != "" && len(c.StoreKey) < 32 {
+		return errors.New("BOXPROXY_STORE_KEY is too short: use at least 32 characters (e.g. openssl rand -hex 32)")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error", "trace":
