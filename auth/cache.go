@@ -25,6 +25,10 @@ type CacheOptions struct {
 	Now          func() time.Time // default time.Now
 	Metrics      *metrics.Metrics
 	Logger       zerolog.Logger
+	// Shared, when set, is a second level shared by a fleet (Redis): a
+	// local miss looks there before asking Box, and one replica at a time
+	// fetches a subject's token for all.
+	Shared SharedCache
 }
 
 // Cache wraps a Source: it keeps one token per subject (least recently used
@@ -38,6 +42,12 @@ type Cache struct {
 	mu      sync.Mutex // orders writes of entries (stores and invalidations)
 	o       CacheOptions
 	log     zerolog.Logger
+
+	// churn: valid tokens evicted since churnSince, for the "cache too
+	// small" warning.
+	churnMu    sync.Mutex
+	churn      int
+	churnSince time.Time
 }
 
 // entry is immutable once stored, but for the refreshing flag.
@@ -86,7 +96,7 @@ func NewCache(src Source, o CacheOptions) (*Cache, error) {
 		o.Now = time.Now
 	}
 	c := &Cache{src: src, o: o, log: o.Logger}
-	l, err := lru.NewWithEvict(o.Size, func(Subject, *entry) { o.Metrics.CacheEviction() })
+	l, err := lru.NewWithEvict(o.Size, c.evicted)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +170,15 @@ func (c *Cache) Invalidate(s Subject, access string) bool {
 	}
 	// Replace rather than Remove: Remove would count as an eviction.
 	c.lru.Add(s, &entry{failures: e.failures})
+	if c.o.Shared != nil {
+		// Drop it for the whole fleet, unless another replica already
+		// replaced it. Bounded: the fleet client's timeouts are short.
+		ctx, cancel := context.WithTimeout(context.Background(), c.o.FetchTimeout)
+		if err := c.o.Shared.Delete(ctx, s, access); err != nil {
+			c.log.Debug().Str("subject", s.String()).Err(err).Msg("fleet: cannot drop a rejected token from Redis")
+		}
+		cancel()
+	}
 	return true
 }
 
@@ -169,6 +188,35 @@ func (c *Cache) Purge() {
 	defer c.mu.Unlock()
 	for _, k := range c.lru.Keys() {
 		c.lru.Add(k, &entry{})
+	}
+}
+
+// evicted counts an eviction; valid tokens evicted at a high rate mean the
+// cache is too small for the subjects in use: every request for them becomes a
+// token request (or, in a fleet, a Redis look-up).
+func (c *Cache) evicted(_ Subject, e *entry) {
+	c.o.Metrics.CacheEviction()
+	now := c.o.Now()
+	if !e.usable(now) {
+		return
+	}
+	c.o.Metrics.CacheEvictionValid()
+	c.churnMu.Lock()
+	defer c.churnMu.Unlock()
+	if now.Sub(c.churnSince) > time.Minute {
+		c.churn, c.churnSince = 0, now
+	}
+	c.churn++
+	// More valid evictions in a minute than the cache holds: tokens leave
+	// long before they expire (they live about an hour).
+	if c.churn == c.o.Size {
+		ev := c.log.Warn().Int("size", c.o.Size).Dur("within", now.Sub(c.churnSince).Round(time.Second))
+		if c.o.Shared == nil {
+			ev = ev.Str("hint", "each evicted subject's next request asks Box for a new token; raise BOXPROXY_TOKEN_CACHE_SIZE")
+		} else {
+			ev = ev.Str("hint", "evicted subjects come back from Redis; raise BOXPROXY_TOKEN_CACHE_SIZE to spare the look-ups")
+		}
+		ev.Msg("token cache too small: valid tokens are evicted much faster than they expire")
 	}
 }
 
@@ -186,7 +234,23 @@ func (c *Cache) fetch(s Subject) (any, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.o.FetchTimeout)
 	defer cancel()
-	tok, err := c.src.Token(ctx, s)
+	var tok Token
+	var err error
+	obtained := start
+	shared := false
+	if c.o.Shared != nil {
+		tok, obtained, err = c.fetchShared(ctx, s, start)
+		shared = err == nil || !errors.Is(err, ErrFleet)
+		if !shared {
+			// Redis cannot help: ask Box alone, as one process does. Safe
+			// for ccg and jwt, whose tokens do not depend on each other.
+			c.log.Debug().Str("subject", s.String()).Err(err).Msg("fleet: Redis unavailable; fetching the token alone")
+		}
+	}
+	if !shared {
+		obtained = c.o.Now()
+		tok, err = c.src.Token(ctx, s)
+	}
 	now := c.o.Now()
 
 	c.mu.Lock()
@@ -213,7 +277,7 @@ func (c *Cache) fetch(s Subject) (any, error) {
 			Dur("retry_in", wait).Err(err).Msg("token request failed")
 		return Token{}, err
 	}
-	c.lru.Add(s, newEntry(tok, now))
+	c.lru.Add(s, newEntry(tok, obtained, now))
 	c.log.Debug().Str("subject", s.String()).Str("method", c.src.Method()).
 		Time("expires", tok.Expiry).Dur("took", now.Sub(start)).Msg("token obtained")
 	return tok, nil
@@ -245,20 +309,98 @@ func (c *Cache) backoff(err error, n int) time.Duration {
 // renewal starts a lead before expiry (a fifth of the lifetime, at most five
 // minutes, plus jitter so that many subjects do not renew at once); the token
 // is not handed out in its last moments (a tenth of its life, at most 30s).
-func newEntry(tok Token, now time.Time) *entry {
+func newEntry(tok Token, obtained, now time.Time) *entry {
 	e := &entry{tok: tok}
 	if tok.Expiry.IsZero() {
 		return e
 	}
-	life := tok.Expiry.Sub(now)
-	if life <= 0 {
+	life := tok.Expiry.Sub(obtained)
+	if life <= 0 || !now.Before(tok.Expiry) {
 		e.useUntil = now
 		return e
 	}
-	lead := min(life/5, 5*time.Minute)
+	lead := renewLead(life)
 	e.refreshAt = tok.Expiry.Add(-lead - rand.N(lead/2+1))
 	e.useUntil = tok.Expiry.Add(-min(life/10, 30*time.Second))
 	return e
+}
+
+// renewLead is how long before expiry a token of that lifetime is renewed (plus
+// up to half as much jitter).
+func renewLead(life time.Duration) time.Duration { return min(life/5, 5*time.Minute) }
+
+// sharedFresh reports whether a token from the fleet is one that no replica
+// would renew yet: older ones are renewed (once, under the fleet's lock).
+func sharedFresh(tok Token, obtained, now time.Time) bool {
+	if tok.Expiry.IsZero() {
+		return true
+	}
+	life := tok.Expiry.Sub(obtained)
+	if life <= 0 {
+		return false
+	}
+	lead := renewLead(life)
+	return now.Before(tok.Expiry.Add(-lead - lead/2))
+}
+
+// fetchShared gets s's token through the fleet: from Redis when a fresh one is
+// there; else one replica (the one that takes the subject's lock) asks Box and
+// stores the answer, while the others wait for it to appear. An ErrFleet error
+// means Redis could not help; any other error is Box's answer.
+func (c *Cache) fetchShared(ctx context.Context, s Subject, start time.Time) (Token, time.Time, error) {
+	sh := c.o.Shared
+	waited := false
+	// Waiting for another replica ends at half the fetch timeout, so that a
+	// request of our own still fits in the rest.
+	wctx, cancel := context.WithTimeout(ctx, c.o.FetchTimeout/2)
+	defer cancel()
+	for {
+		tok, obtained, ok, err := sh.Get(wctx, s)
+		if err != nil {
+			return Token{}, time.Time{}, err
+		}
+		now := c.o.Now()
+		if ok && sharedFresh(tok, obtained, now) {
+			c.o.Metrics.FleetCache(true)
+			if waited {
+				c.o.Metrics.FleetLockWait(now.Sub(start))
+			}
+			return tok, obtained, nil
+		}
+		unlock, held, err := sh.TryLock(wctx, s)
+		if err != nil {
+			return Token{}, time.Time{}, err
+		}
+		if held {
+			defer unlock()
+			if waited {
+				c.o.Metrics.FleetLockWait(c.o.Now().Sub(start))
+			}
+			// Another replica may have stored one between Get and TryLock.
+			if tok, obtained, ok, err := sh.Get(ctx, s); err == nil && ok && sharedFresh(tok, obtained, c.o.Now()) {
+				c.o.Metrics.FleetCache(true)
+				return tok, obtained, nil
+			}
+			c.o.Metrics.FleetCache(false)
+			obtained := c.o.Now()
+			tok, err := c.src.Token(ctx, s)
+			if err != nil {
+				return Token{}, time.Time{}, err
+			}
+			if err := sh.Put(ctx, s, tok, obtained); err != nil {
+				c.log.Warn().Str("subject", s.String()).Err(err).Msg("fleet: cannot share a new token through Redis")
+			}
+			return tok, obtained, nil
+		}
+		waited = true
+		select {
+		case <-wctx.Done():
+			// The holder takes too long (it may have died; its lease ends
+			// soon): fetch alone rather than fail the request.
+			return Token{}, time.Time{}, fmt.Errorf("%w: waited for another replica's token request", ErrFleet)
+		case <-time.After(20*time.Millisecond + rand.N(30*time.Millisecond)):
+		}
+	}
 }
 
 func (e *entry) usable(now time.Time) bool {

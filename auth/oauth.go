@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"path/filepath"
 	"sync"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/boxproxy/boxproxy/metrics"
+	"github.com/boxproxy/boxproxy/seal"
 )
 
 const (
@@ -24,7 +28,27 @@ const (
 	refreshTimeout = 30 * time.Second
 	// refreshTokenLife is how long Box keeps an unused refresh token.
 	refreshTokenLife = 60 * 24 * time.Hour
+	// lockWait bounds the wait for the fleet's refresh lock; then the
+	// request fails with a 503 rather than risk a second rotation.
+	lockWait = 15 * time.Second
+	// sharedTimeout bounds one look-up of the shared login.
+	sharedTimeout = 2 * time.Second
 )
+
+// OAuthOptions say where an OAuth source keeps its login.
+type OAuthOptions struct {
+	// Path is the token store file (BOXPROXY_TOKEN_STORE); not used when
+	// Shared is set, but for taking over its login once.
+	Path string
+	// Seal encrypts the token store file (BOXPROXY_STORE_KEY). Required.
+	Seal *seal.Box
+	// Shared is the fleet's login store (Redis): every replica serves the
+	// login kept there, and refreshes under its lock.
+	Shared LoginStore
+	// Keepalive: RunKeepalive refreshes an idle login at least this often.
+	Keepalive time.Duration
+	Metrics   *metrics.Metrics
+}
 
 // OAuth is the OAuth 2.0 authorization-code grant: a user logs in once in a
 // browser; afterwards single-use refresh tokens, kept in a store file, buy new
@@ -36,14 +60,23 @@ const (
 // twice, and writes the new refresh token to the store (atomically: see
 // writeStore) before it hands out the new access token.
 type OAuth struct {
-	ep   *Endpoint
-	path string // absolute, symlinks resolved
-	log  zerolog.Logger
+	ep        *Endpoint
+	path      string // absolute, symlinks resolved; empty with shared
+	sl        *seal.Box
+	shared    LoginStore
+	keepalive time.Duration
+	m         *metrics.Metrics
+	log       zerolog.Logger
 
 	mu     sync.Mutex // one refresh, login or logout at a time; guards the fields below
 	st     storeData
 	handed bool // st.AccessToken has been handed out by this process
 	dirty  bool // st holds tokens that could not be saved yet
+	ver    int64 // with shared: the version of the shared login that st is
+	// held is the fleet lock kept while dirty: it is released once the
+	// tokens are saved, so that no replica rotates the refresh token that
+	// this one has already spent.
+	held func()
 	// gen counts changes of st.AccessToken. A caller that finds it changed
 	// once it holds mu waited while another caller refreshed: it takes that
 	// token instead of refreshing again.
@@ -53,11 +86,24 @@ type OAuth struct {
 	onLogin []func()
 }
 
-// NewOAuth loads the token store at path. A missing store means "not logged
-// in"; a store that cannot be read or parsed, or a directory where new
-// versions of it cannot be written, is an error, so that the start fails
-// instead of silently throwing a login away.
-func NewOAuth(ep *Endpoint, path string, log zerolog.Logger) (*OAuth, error) {
+// NewOAuth loads the login: from the token store file at o.Path, or from the
+// fleet's shared store. A missing store means "not logged in"; a store that
+// cannot be read, parsed or decrypted, or a directory where new versions of
+// the file cannot be written, is an error, so that the start fails instead of
+// silently throwing a login away.
+func NewOAuth(ep *Endpoint, opts OAuthOptions, log zerolog.Logger) (*OAuth, error) {
+	if opts.Seal == nil {
+		return nil, errors.New("oauth: no key to encrypt the stored tokens with (BOXPROXY_STORE_KEY)")
+	}
+	o := &OAuth{ep: ep, sl: opts.Seal, shared: opts.Shared, keepalive: opts.Keepalive, m: opts.Metrics, log: log}
+	if opts.Shared != nil {
+		if err := o.loadShared(opts.Path); err != nil {
+			return nil, err
+		}
+		o.logState("Redis")
+		return o, nil
+	}
+	path := opts.Path
 	if path == "" {
 		return nil, errors.New("BOXPROXY_TOKEN_STORE is empty: the oauth method needs a file to keep its tokens in")
 	}
@@ -68,8 +114,11 @@ func NewOAuth(ep *Endpoint, path string, log zerolog.Logger) (*OAuth, error) {
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real // replace the file the link points at, not the link
 	}
-	o := &OAuth{ep: ep, path: abs, log: log}
-	st, err := loadStore(abs, func(msg string) { log.Warn().Str("token_store", abs).Msg(msg) })
+	o.path = abs
+	st, plain, err := loadStore(abs, o.sl, func(msg string) { log.Warn().Str("token_store", abs).Msg(msg) })
+	if errors.Is(err, ErrStoreKey) {
+		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: %v (fix the file or remove it; without it boxproxy must log in again)", path, err)
 	}
@@ -77,33 +126,75 @@ func NewOAuth(ep *Endpoint, path string, log zerolog.Logger) (*OAuth, error) {
 		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: %v", path, err)
 	}
 	cleanTemps(abs)
-	if js, ok := recoverJournal(abs, st); ok {
+	if js, ok := recoverJournal(abs, o.sl, st); ok {
 		// A crash came between Box's answer to a refresh and the store's
 		// replacement: the journal holds the only refresh token Box accepts.
-		if err := writeStore(abs, js); err != nil {
+		if err := writeStore(abs, o.sl, js); err != nil {
 			return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: cannot save the tokens of an interrupted refresh: %v", path, err)
 		}
 		log.Warn().Str("token_store", abs).Msg("oauth: took over the tokens of a refresh that a crash interrupted")
-		st = js
+		st, plain = js, false
+	}
+	if plain {
+		if err := writeStore(abs, o.sl, st); err != nil {
+			return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: cannot rewrite the unencrypted store encrypted: %v", path, err)
+		}
+		log.Warn().Str("token_store", abs).Msg("oauth: the token store was unencrypted (an older boxproxy); rewritten encrypted with BOXPROXY_STORE_KEY")
 	}
 	o.st = st
-	now := ep.now()
+	o.logState(abs)
+	return o, nil
+}
+
+// logState says at start whether a login is there.
+func (o *OAuth) logState(where string) {
+	st, now := o.st, o.ep.now()
 	switch {
 	case st.RefreshToken != "":
-		ev := log.Info()
+		ev := o.log.Info()
 		age := now.Sub(st.RefreshObtained)
 		if !st.RefreshObtained.IsZero() && age > refreshTokenLife-10*24*time.Hour {
-			ev = log.Warn().Str("hint", "Box drops refresh tokens unused for 60 days; if it refuses this one, log in again at /auth/login")
+			ev = o.log.Warn().Str("hint", "Box drops refresh tokens unused for 60 days; if it refuses this one, log in again at /auth/login")
 		}
-		ev.Str("token_store", abs).Str("user", o.userLocked().String()).Dur("refresh_token_age", age.Round(time.Second)).
+		ev.Str("token_store", where).Str("user", o.userLocked().String()).Dur("refresh_token_age", age.Round(time.Second)).
 			Msg("oauth: logged in (tokens from the token store)")
 	case st.Rejected != nil:
-		log.Warn().Str("token_store", abs).Time("rejected_at", st.Rejected.At).
+		o.log.Warn().Str("token_store", where).Time("rejected_at", st.Rejected.At).
 			Msg("oauth: Box rejected the saved login; log in again at /auth/login")
 	default:
-		log.Info().Str("token_store", abs).Msg("oauth: not logged in yet; open /auth/login in a browser or run boxproxy login")
+		o.log.Info().Str("token_store", where).Msg("oauth: not logged in yet; open /auth/login in a browser or run boxproxy login")
 	}
-	return o, nil
+}
+
+// loadShared reads the fleet's login at start. A login sealed under another
+// key stops the start; an unreachable Redis does not (the login is read when
+// it answers). When the fleet has no login yet, a token store file's login
+// is taken over, once.
+func (o *OAuth) loadShared(path string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	err := o.syncLocked(ctx)
+	if errors.Is(err, ErrStoreKey) {
+		return fmt.Errorf("BOXPROXY_REDIS_URL: %w", err)
+	}
+	if err != nil {
+		o.log.Warn().Err(err).Msg("oauth: cannot read the fleet's login from Redis yet; trying again at the first request")
+		return nil
+	}
+	if o.st.RefreshToken != "" || o.st.Rejected != nil || path == "" {
+		return nil
+	}
+	st, _, ferr := loadStore(path, o.sl, func(string) {})
+	if ferr != nil || st.RefreshToken == "" {
+		return nil
+	}
+	o.st = st
+	if err := o.saveSharedLocked(ctx); err != nil {
+		o.log.Warn().Err(err).Msg("oauth: cannot copy the token store's login to Redis")
+		return nil
+	}
+	o.log.Warn().Str("token_store", path).Msg("oauth: the fleet had no login; took over the token store file's login (the file is no longer used: remove it)")
+	return nil
 }
 
 // Method implements Source.
@@ -127,13 +218,23 @@ func (o *OAuth) Token(ctx context.Context, _ Subject) (Token, error) {
 			return Token{}, err
 		}
 	}
+	if o.shared != nil {
+		sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+		err := o.syncLocked(sctx)
+		cancel()
+		if err != nil {
+			// Serve the access token in hand; a refresh needs Redis.
+			o.log.Debug().Err(err).Msg("oauth: cannot read the fleet's login; using the one in memory")
+		}
+	}
 	if o.st.RefreshToken == "" {
 		return Token{}, o.notLoggedInLocked()
 	}
-	if tok, ok := o.currentLocked(o.ep.now(), entered); ok {
+	take := func() (Token, bool) { return o.currentLocked(o.ep.now(), entered) }
+	if tok, ok := take(); ok {
 		return tok, nil
 	}
-	return o.refreshLocked(ctx)
+	return o.refreshLocked(ctx, take)
 }
 
 // currentLocked returns the current access token if it may be handed out to a
@@ -159,17 +260,37 @@ func (o *OAuth) currentLocked(now time.Time, entered uint64) (Token, bool) {
 	return NewToken(st.AccessToken, st.AccessExpiry), true
 }
 
-// refreshLocked buys a new access token with the refresh token. When Box
-// rejects the refresh token it looks once whether another process on the
-// same store rotated it meanwhile; it never loops.
-func (o *OAuth) refreshLocked(ctx context.Context) (Token, error) {
+// refreshLocked buys a new access token with the refresh token, unless take,
+// asked again once this process knows the latest login (another process or
+// replica may have refreshed meanwhile), yields a token or says that none is
+// needed. When Box rejects the refresh token it looks once more whether
+// another process rotated it meanwhile; it never loops.
+func (o *OAuth) refreshLocked(ctx context.Context, take func() (Token, bool)) (Token, error) {
+	if o.shared != nil {
+		lctx, cancel := context.WithTimeout(ctx, lockWait)
+		start := time.Now()
+		unlock, err := o.shared.Lock(lctx)
+		cancel()
+		o.m.FleetLockWait(time.Since(start))
+		if err != nil {
+			o.log.Warn().Err(err).Msg("oauth: cannot take the fleet's refresh lock; not refreshing")
+			return Token{}, fmt.Errorf("%w: oauth: cannot take the fleet's refresh lock, and refreshing without it could spend the refresh token twice: %v", ErrFleet, err)
+		}
+		defer func() {
+			if o.dirty && o.held == nil {
+				o.held = unlock // released once the tokens are saved
+				return
+			}
+			unlock()
+		}()
+	}
 	var rejected error
 	for attempt := 0; attempt < 2; attempt++ {
-		if o.adoptDiskLocked() {
+		if o.adoptLatestLocked(ctx) {
 			if o.st.RefreshToken == "" {
 				return Token{}, o.notLoggedInLocked()
 			}
-			if tok, ok := o.currentLocked(o.ep.now(), o.gen.Load()); ok {
+			if tok, ok := take(); ok {
 				return tok, nil
 			}
 		} else if attempt > 0 {
@@ -182,6 +303,22 @@ func (o *OAuth) refreshLocked(ctx context.Context) (Token, error) {
 		rejected = err
 	}
 	return Token{}, o.markRejectedLocked(rejected)
+}
+
+// adoptLatestLocked takes the latest login when another process changed it:
+// the store file (another process on it) or the fleet's login (Redis). It
+// reports whether the refresh token changed.
+func (o *OAuth) adoptLatestLocked(ctx context.Context) bool {
+	if o.shared == nil {
+		return o.adoptDiskLocked()
+	}
+	before := o.st.RefreshToken
+	sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	defer cancel()
+	if err := o.syncLocked(sctx); err != nil {
+		return false
+	}
+	return o.st.RefreshToken != before
 }
 
 // refreshOnceLocked sends the refresh token once and saves the answer.
@@ -220,10 +357,13 @@ func (o *OAuth) refreshOnceLocked(ctx context.Context) (Token, error) {
 	// first because it needs no fsync: it shrinks the window to well under
 	// a millisecond; the store's replacement then makes the state durable.
 	o.setLocked(next)
-	if err := writeJournal(o.path, next); err != nil {
-		o.log.Warn().Str("error", pathErr(err).Error()).Msg("oauth: cannot write the token store's journal; saving the store directly")
+	journaled := time.Duration(0)
+	if o.shared == nil {
+		if err := writeJournal(o.path, o.sl, next); err != nil {
+			o.log.Warn().Str("error", pathErr(err).Error()).Msg("oauth: cannot write the token store's journal; saving the store directly")
+		}
+		journaled = time.Since(answered)
 	}
-	journaled := time.Since(answered)
 	if err := o.saveLocked(); err != nil {
 		return Token{}, err
 	}
@@ -247,7 +387,7 @@ func (o *OAuth) adoptDiskLocked() bool {
 	if o.dirty {
 		return false // memory is newer than the disk
 	}
-	st, err := loadStore(o.path, func(string) {})
+	st, _, err := loadStore(o.path, o.sl, func(string) {})
 	if err != nil || st.RefreshToken == "" || st.RefreshToken == o.st.RefreshToken {
 		return false
 	}
@@ -285,7 +425,10 @@ func (o *OAuth) notLoggedInLocked() error {
 // saveLocked writes the store; on failure the state stays in memory, marked
 // to be saved at the next call.
 func (o *OAuth) saveLocked() error {
-	if err := writeStore(o.path, o.st); err != nil {
+	if o.shared != nil {
+		return o.saveSharedRetryLocked()
+	}
+	if err := writeStore(o.path, o.sl, o.st); err != nil {
 		o.dirty = true
 		o.log.Error().Str("token_store", o.path).Err(err).
 			Msg("oauth: cannot save the token store; the tokens are kept in memory only, and a restart now would lose the login")
@@ -293,6 +436,168 @@ func (o *OAuth) saveLocked() error {
 	}
 	o.dirty = false
 	return nil
+}
+
+// saveSharedRetryLocked writes the login to Redis, trying again for a while
+// when Redis does not answer: a refresh token that Box has rotated exists
+// nowhere else.
+func (o *OAuth) saveSharedRetryLocked() error {
+	deadline := time.Now().Add(refreshTimeout / 3)
+	var err error
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		err = o.saveSharedLocked(ctx)
+		cancel()
+		if err == nil {
+			o.dirty = false
+			if o.held != nil {
+				o.held()
+				o.held = nil
+			}
+			return nil
+		}
+		if time.Now().Add(wait).After(deadline) {
+			break
+		}
+		time.Sleep(wait)
+	}
+	o.dirty = true
+	o.log.Error().Err(err).
+		Msg("oauth: cannot save the login to Redis; the tokens are kept in this replica's memory (holding the fleet's refresh lock) until Redis answers, and a restart now would lose the login")
+	return fmt.Errorf("oauth: cannot save the login to the fleet's Redis: %w", err)
+}
+
+// saveSharedLocked writes st to the fleet's store, fenced on the version it
+// was read at. When the version moved on only by a change that kept the
+// refresh token (the user's name) the write is retried on top of it; when
+// another login replaced it, that one is taken instead.
+func (o *OAuth) saveSharedLocked(ctx context.Context) error {
+	data, err := o.st.encode()
+	if err != nil {
+		return err
+	}
+	for range 3 {
+		v, err := o.shared.Save(ctx, data, o.ver)
+		if err == nil {
+			o.ver = v
+			return nil
+		}
+		if !errors.Is(err, ErrStale) {
+			return err
+		}
+		cur, cv, err := o.shared.Load(ctx)
+		if err != nil {
+			return err
+		}
+		cst, err := decodeShared(cur)
+		if err != nil {
+			return err
+		}
+		if !o.st.RefreshObtained.After(cst.RefreshObtained) && cst.RefreshToken != "" {
+			o.log.Warn().Msg("oauth: the fleet's login changed meanwhile; taking it")
+			o.setLocked(cst)
+			o.ver = cv
+			return nil
+		}
+		o.ver = cv
+	}
+	return ErrStale
+}
+
+// decodeShared parses the fleet's login; nil data is "logged out".
+func decodeShared(data []byte) (storeData, error) {
+	if data == nil {
+		return storeData{Version: storeVersion}, nil
+	}
+	return parseStore(data)
+}
+
+// syncLocked takes the fleet's login when its version differs from the one in
+// memory. A version that went back (Redis lost its data: restarted without
+// persistence, failed over) is not taken when memory holds a newer login:
+// memory is written back instead, fenced, so that one replica restores it.
+func (o *OAuth) syncLocked(ctx context.Context) error {
+	if o.dirty {
+		return nil // memory is newer than the store: saveLocked comes first
+	}
+	data, v, err := o.shared.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if v == o.ver {
+		return nil
+	}
+	st, err := decodeShared(data)
+	if err != nil {
+		return fmt.Errorf("%w: the fleet's login in Redis is unusable: %v", ErrFleet, err)
+	}
+	if v < o.ver && o.st.RefreshToken != "" && (st.RefreshToken == "" || o.st.RefreshObtained.After(st.RefreshObtained)) {
+		o.log.Warn().Int64("redis_version", v).Int64("known_version", o.ver).
+			Msg("oauth: Redis lost the fleet's login (restarted without persistence?); writing back this replica's")
+		o.ver = v
+		return o.saveSharedLocked(ctx)
+	}
+	if st.AccessToken != o.st.AccessToken || st.RefreshToken != o.st.RefreshToken {
+		o.setLocked(st)
+	} else {
+		o.st = st
+	}
+	o.ver = v
+	return nil
+}
+
+// RunKeepalive refreshes an idle login at least every Keepalive, so that Box's
+// 60-day expiry of unused refresh tokens never ends it, until ctx ends. In a
+// fleet every replica checks, and the first to take the refresh lock
+// refreshes; the others then see the new login and do nothing.
+func (o *OAuth) RunKeepalive(ctx context.Context) {
+	if o.keepalive <= 0 {
+		return
+	}
+	every := min(max(o.keepalive/20, 50*time.Millisecond), 10*time.Minute)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every/2 + rand.N(every/2+1)):
+		}
+		o.keepaliveOnce(ctx)
+	}
+}
+
+func (o *OAuth) keepaliveOnce(ctx context.Context) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.dirty {
+		if o.saveLocked() != nil {
+			return
+		}
+	}
+	if o.shared != nil {
+		sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+		err := o.syncLocked(sctx)
+		cancel()
+		if err != nil {
+			return
+		}
+	}
+	idle := func() bool { return o.st.RefreshToken != "" && o.ep.now().Sub(o.st.RefreshObtained) >= o.keepalive }
+	if !idle() {
+		return
+	}
+	handed, gen := o.handed, o.gen.Load()
+	_, err := o.refreshLocked(context.WithoutCancel(ctx), func() (Token, bool) { return Token{}, !idle() })
+	if err != nil {
+		o.log.Warn().Err(err).Msg("oauth: keep-alive refresh failed")
+		return
+	}
+	if o.gen.Load() != gen {
+		// Nobody was handed the new access token: the next caller is.
+		o.handed = false
+		o.log.Info().Dur("keepalive", o.keepalive).Msg("oauth: refreshed an idle login (keep-alive)")
+	} else {
+		o.handed = handed
+	}
 }
 
 // OnLogin adds f to the functions called after every successful login.
@@ -345,6 +650,7 @@ func (o *OAuth) Exchange(ctx context.Context, code, redirectURI string) error {
 	o.setLocked(storeData{Version: storeVersion,
 		AccessToken: tr.AccessToken, AccessExpiry: tr.expiry(issued), AccessObtained: issued,
 		RefreshToken: tr.RefreshToken, RefreshObtained: issued})
+	o.ver = -1 // a new login replaces whatever the fleet holds
 	serr := o.saveLocked()
 	o.mu.Unlock()
 
@@ -397,7 +703,7 @@ func (o *OAuth) Logout(ctx context.Context) error {
 	if o.dirty {
 		_ = o.saveLocked()
 	}
-	o.adoptDiskLocked()
+	o.adoptLatestLocked(ctx)
 	// Revoking the refresh token ends the access tokens issued with it too;
 	// the access token is revoked as well in case Box does not.
 	if rt := o.st.RefreshToken; rt != "" {
@@ -410,11 +716,17 @@ func (o *OAuth) Logout(ctx context.Context) error {
 			o.log.Warn().Err(err).Msg("oauth: cannot revoke the access token at Box; it expires within the hour")
 		}
 	}
-	if err := removeStore(o.path); err != nil {
-		return fmt.Errorf("token store %s: %v", o.path, err)
-	}
 	o.setLocked(storeData{Version: storeVersion})
 	o.dirty = false
+	if o.shared != nil {
+		ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+		defer cancel()
+		if _, err := o.shared.Save(ctx, nil, -1); err != nil {
+			return fmt.Errorf("the tokens were revoked at Box, but the fleet's login cannot be removed from Redis: %w", err)
+		}
+	} else if err := removeStore(o.path); err != nil {
+		return fmt.Errorf("token store %s: %v", o.path, err)
+	}
 	o.log.Info().Msg("oauth: logged out")
 	return nil
 }

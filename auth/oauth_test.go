@@ -219,7 +219,7 @@ func newOAuthFixture(t *testing.T) *oauthFixture {
 // open makes an OAuth on the fixture's store, as a (re)start would.
 func (f *oauthFixture) open(t *testing.T) *OAuth {
 	t.Helper()
-	o, err := NewOAuth(f.box.endpoint(f.clock.Now), f.path, zerolog.New(f.logs).Level(zerolog.DebugLevel))
+	o, err := NewOAuth(f.box.endpoint(f.clock.Now), OAuthOptions{Path: f.path, Seal: testSeal}, zerolog.New(f.logs).Level(zerolog.DebugLevel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func (f *oauthFixture) login(t *testing.T, o *OAuth) {
 
 func (f *oauthFixture) stored(t *testing.T) storeData {
 	t.Helper()
-	st, err := loadStore(f.path, func(string) {})
+	st, _, err := loadStore(f.path, testSeal, func(string) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -665,7 +665,8 @@ func TestOAuthStartTakesOverTheJournalOfAnInterruptedRefresh(t *testing.T) {
 	if got.Access() != tok.Access() || f.box.refreshes.Load() != 1 || f.box.reused() != 0 {
 		t.Fatal("the start did not take over the journal's tokens")
 	}
-	if now, _ := os.ReadFile(f.path); !bytes.Equal(now, after) {
+	// Sealed with a fresh nonce each time: compare what the files hold.
+	if now, want := f.stored(t), decodeFor(t, after); now.RefreshToken != want.RefreshToken || now.AccessToken != want.AccessToken {
 		t.Fatal("the store was not brought up to date from the journal")
 	}
 	if _, err := os.Stat(journalPath(f.path)); !errors.Is(err, os.ErrNotExist) {
@@ -698,4 +699,13 @@ func TestOAuthStartIgnoresAStaleOrBrokenJournal(t *testing.T) {
 			}
 		})
 	}
+}
+
+func decodeFor(t *testing.T, data []byte) storeData {
+	t.Helper()
+	st, _, err := decodeFile(data, testSeal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -12,10 +12,78 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/boxproxy/boxproxy/seal"
 )
 
-// storeVersion is the format of the token store file.
+// storeVersion is the format of the token store's content (inside the
+// encryption since version 2 of the file).
 const storeVersion = 1
+
+// sealedVersion is the format of an encrypted token store file:
+// {"version":2,"key_id":…,"sealed":…}, sealed being storeData's JSON encrypted
+// by seal (AES-256-GCM under a key derived from BOXPROXY_STORE_KEY).
+const sealedVersion = 2
+
+// storeAAD binds a sealed store to its use: a value sealed for Redis does not
+// open as a store file.
+var storeAAD = []byte("boxproxy token store file")
+
+// sealedFile is the token store file's encrypted form.
+type sealedFile struct {
+	Version int    `json:"version"`
+	KeyID   string `json:"key_id"`
+	Sealed  []byte `json:"sealed"`
+}
+
+// ErrStoreKey is returned when stored tokens were encrypted under another key
+// than this process's BOXPROXY_STORE_KEY (or, without it, its client secret).
+var ErrStoreKey = errors.New("the stored tokens were encrypted with another BOXPROXY_STORE_KEY (or, without one, another client secret): set the same BOXPROXY_STORE_KEY as the process that wrote them, or log in again")
+
+// decodeFile reads a token store file: the encrypted form, or the plaintext
+// form of older versions (plain is then true: the caller rewrites it
+// encrypted).
+func decodeFile(data []byte, sl *seal.Box) (st storeData, plain bool, err error) {
+	var head struct {
+		Version int `json:"version"`
+	}
+	if json.Unmarshal(data, &head) != nil || head.Version != sealedVersion {
+		st, err := parseStore(data)
+		return st, err == nil && (st.AccessToken != "" || st.RefreshToken != ""), err
+	}
+	var sf sealedFile
+	if err := json.Unmarshal(data, &sf); err != nil {
+		return storeData{}, false, errors.New("not a valid encrypted token store")
+	}
+	if sl == nil {
+		return storeData{}, false, errors.New("is encrypted, and no key is set")
+	}
+	inner, err := sl.Open(sf.Sealed, storeAAD)
+	if err != nil {
+		if sf.KeyID != sl.KeyID() {
+			return storeData{}, false, ErrStoreKey
+		}
+		return storeData{}, false, errors.New("is damaged: its encrypted content does not verify")
+	}
+	st, err = parseStore(inner)
+	return st, false, err
+}
+
+// encodeFile renders the encrypted store file.
+func encodeFile(st storeData, sl *seal.Box) ([]byte, error) {
+	if sl == nil {
+		return nil, errors.New("no key to encrypt the token store with")
+	}
+	inner, err := st.encode()
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.MarshalIndent(sealedFile{Version: sealedVersion, KeyID: sl.KeyID(), Sealed: sl.Seal(inner, storeAAD)}, "", "  ")
+	if err != nil {
+		return nil, errors.New("cannot encode the token store")
+	}
+	return append(b, '\n'), nil
+}
 
 // maxStoreSize bounds how much of a token store file is read.
 const maxStoreSize = 1 << 20
@@ -171,30 +239,31 @@ func journalPath(path string) string { return path + ".new" }
 // logged in); anything else that cannot be read or parsed is an error, so that
 // a broken store stops the start instead of silently throwing the login away.
 // warn reports a store that others may read.
-func loadStore(path string, warn func(msg string)) (storeData, error) {
+// plain reports a store written unencrypted by an older boxproxy.
+func loadStore(path string, sl *seal.Box, warn func(msg string)) (storeData, bool, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return storeData{Version: storeVersion}, nil
+		return storeData{Version: storeVersion}, false, nil
 	}
 	if err != nil {
-		return storeData{}, fmt.Errorf("cannot stat: %v", pathErr(err))
+		return storeData{}, false, fmt.Errorf("cannot stat: %v", pathErr(err))
 	}
 	if fi.IsDir() {
-		return storeData{}, errors.New("is a directory, not a file")
+		return storeData{}, false, errors.New("is a directory, not a file")
 	}
 	if !fi.Mode().IsRegular() {
-		return storeData{}, errors.New("is not a regular file")
+		return storeData{}, false, errors.New("is not a regular file")
 	}
 	if fi.Size() > maxStoreSize {
-		return storeData{}, fmt.Errorf("is %d bytes, too large for a token store", fi.Size())
+		return storeData{}, false, fmt.Errorf("is %d bytes, too large for a token store", fi.Size())
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return storeData{}, fmt.Errorf("cannot read: %v", pathErr(err))
+		return storeData{}, false, fmt.Errorf("cannot read: %v", pathErr(err))
 	}
-	st, err := parseStore(data)
+	st, plain, err := decodeFile(data, sl)
 	if err != nil {
-		return storeData{}, err
+		return storeData{}, false, err
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		msg := fmt.Sprintf("token store has mode %04o: other users may read the tokens; it should be 0600", perm)
@@ -205,7 +274,7 @@ func loadStore(path string, warn func(msg string)) (storeData, error) {
 		}
 		warn(msg)
 	}
-	return st, nil
+	return st, plain, nil
 }
 
 // checkStoreDir makes sure that new versions of the store can be written next
@@ -247,8 +316,8 @@ func globEscape(s string) string {
 // renamed over path; then the directory is synced, so that the rename itself
 // survives a power loss. Whatever moment the process dies, path holds either
 // the old or the new store, whole.
-func writeStore(path string, st storeData) error {
-	data, err := st.encode()
+func writeStore(path string, sl *seal.Box, st storeData) error {
+	data, err := encodeFile(st, sl)
 	if err != nil {
 		return err
 	}
@@ -294,8 +363,8 @@ func writeStore(path string, st storeData) error {
 // written to a temporary file and renamed, so it is whole or absent; it is
 // not synced (writeStore does that for the store right after), and the next
 // start takes it over when it holds a newer login than the store.
-func writeJournal(path string, st storeData) error {
-	data, err := st.encode()
+func writeJournal(path string, sl *seal.Box, st storeData) error {
+	data, err := encodeFile(st, sl)
 	if err != nil {
 		return err
 	}
@@ -321,12 +390,12 @@ func writeJournal(path string, st storeData) error {
 // recoverJournal returns the journal's state when a crash interrupted a save
 // after writeJournal (it holds a refresh token that the store lacks), and
 // removes a journal that is not needed.
-func recoverJournal(path string, st storeData) (storeData, bool) {
+func recoverJournal(path string, sl *seal.Box, st storeData) (storeData, bool) {
 	data, err := os.ReadFile(journalPath(path))
 	if err != nil {
 		return st, false
 	}
-	js, err := parseStore(data)
+	js, _, err := decodeFile(data, sl)
 	if err != nil || js.RefreshToken == "" || js.RefreshToken == st.RefreshToken {
 		_ = os.Remove(journalPath(path))
 		return st, false

@@ -12,7 +12,17 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/boxproxy/boxproxy/seal"
 )
+
+var testSeal = func() *seal.Box {
+	b, err := seal.New("test store key of at least 32 characters", "test")
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
 
 func sampleStore() storeData {
 	t0 := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -34,7 +44,7 @@ func TestStoreWriteIsAtomicWithMode0600AndNoLeftovers(t *testing.T) {
 	for i := range 3 {
 		st := sampleStore()
 		st.RefreshToken += string(rune('a' + i))
-		if err := writeStore(path, st); err != nil {
+		if err := writeStore(path, testSeal, st); err != nil {
 			t.Fatal(err)
 		}
 		fi, err := os.Stat(path)
@@ -44,7 +54,7 @@ func TestStoreWriteIsAtomicWithMode0600AndNoLeftovers(t *testing.T) {
 		if fi.Mode().Perm() != 0o600 {
 			t.Fatalf("mode %04o, want 0600", fi.Mode().Perm())
 		}
-		got, err := loadStore(path, func(m string) { t.Errorf("unexpected warning: %s", m) })
+		got, _, err := loadStore(path, testSeal, func(m string) { t.Errorf("unexpected warning: %s", m) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,7 +80,7 @@ func TestStoreWriteIsAtomicWithMode0600AndNoLeftovers(t *testing.T) {
 
 func TestStoreWriteFailsCleanlyWhenDirectoryIsGone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gone", "tokens.json")
-	err := writeStore(path, sampleStore())
+	err := writeStore(path, testSeal, sampleStore())
 	if err == nil {
 		t.Fatal("write into a missing directory succeeded")
 	}
@@ -81,7 +91,7 @@ func TestStoreWriteFailsCleanlyWhenDirectoryIsGone(t *testing.T) {
 
 func TestMissingOrEmptyStoreIsNotLoggedIn(t *testing.T) {
 	dir := t.TempDir()
-	st, err := loadStore(filepath.Join(dir, "none.json"), func(string) {})
+	st, _, err := loadStore(filepath.Join(dir, "none.json"), testSeal, func(string) {})
 	if err != nil || st.RefreshToken != "" {
 		t.Fatalf("missing store: %v, logged in %v", err, st.RefreshToken != "")
 	}
@@ -89,7 +99,7 @@ func TestMissingOrEmptyStoreIsNotLoggedIn(t *testing.T) {
 	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err = loadStore(empty, func(string) {})
+	st, _, err = loadStore(empty, testSeal, func(string) {})
 	if err != nil || st.RefreshToken != "" {
 		t.Fatalf("empty store: %v, logged in %v", err, st.RefreshToken != "")
 	}
@@ -135,7 +145,7 @@ func TestBrokenStoreStopsTheStartWithAClearError(t *testing.T) {
 				t.Fatal(err)
 			}
 			before, _ := os.ReadFile(path)
-			o, err := NewOAuth(&Endpoint{ClientID: "cid", ClientSecret: "csecret"}, path, zerolog.Nop())
+			o, err := NewOAuth(&Endpoint{ClientID: "cid", ClientSecret: "csecret"}, OAuthOptions{Path: path, Seal: testSeal}, zerolog.Nop())
 			if err == nil {
 				t.Fatalf("NewOAuth accepted a broken store (logged in: %v)", o.LoggedIn())
 			}
@@ -158,7 +168,7 @@ func TestBrokenStoreStopsTheStartWithAClearError(t *testing.T) {
 
 func TestNewOAuthNeedsAWritableStoreDirectory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing-dir", "tokens.json")
-	_, err := NewOAuth(&Endpoint{}, path, zerolog.Nop())
+	_, err := NewOAuth(&Endpoint{}, OAuthOptions{Path: path, Seal: testSeal}, zerolog.Nop())
 	if err == nil || !strings.Contains(err.Error(), "BOXPROXY_TOKEN_STORE") {
 		t.Fatalf("NewOAuth with a store in a missing directory: %v", err)
 	}
@@ -174,7 +184,7 @@ func TestGroupReadableStoreIsWarnedAboutAndMadePrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	o, err := NewOAuth(&Endpoint{}, path, zerolog.New(&logs))
+	o, err := NewOAuth(&Endpoint{}, OAuthOptions{Path: path, Seal: testSeal}, zerolog.New(&logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +213,7 @@ func TestNewOAuthRemovesTempFilesACrashLeftBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := NewOAuth(&Endpoint{}, path, zerolog.Nop()); err != nil {
+	if _, err := NewOAuth(&Endpoint{}, OAuthOptions{Path: path, Seal: testSeal}, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
@@ -220,14 +230,14 @@ func TestNewOAuthFollowsASymlinkedStore(t *testing.T) {
 	if err := os.Mkdir(filepath.Dir(real), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeStore(real, sampleStore()); err != nil {
+	if err := writeStore(real, testSeal, sampleStore()); err != nil {
 		t.Fatal(err)
 	}
 	link := filepath.Join(dir, "link.json")
 	if err := os.Symlink(real, link); err != nil {
 		t.Skip("no symlinks:", err)
 	}
-	o, err := NewOAuth(&Endpoint{}, link, zerolog.Nop())
+	o, err := NewOAuth(&Endpoint{}, OAuthOptions{Path: link, Seal: testSeal}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

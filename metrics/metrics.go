@@ -26,6 +26,11 @@ type Metrics struct {
 	cacheHits        prometheus.Counter
 	cacheMisses      prometheus.Counter
 	cacheEvictions   prometheus.Counter
+	cacheEvictValid  prometheus.Counter
+	fleetUp          prometheus.Gauge
+	fleetErrors      *prometheus.CounterVec // op
+	fleetCache       *prometheus.CounterVec // result
+	fleetLockWait    prometheus.Histogram
 
 	// fast paths for the labels of every proxied request
 	apiOK, uploadOK prometheus.Counter
@@ -74,8 +79,30 @@ func New() *Metrics {
 		Name: "boxproxy_token_cache_evictions_total",
 		Help: "Subjects' tokens dropped from the cache because it was full.",
 	})
+	m.cacheEvictValid = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "boxproxy_token_cache_evictions_valid_total",
+		Help: "Evicted tokens that were still valid: when this grows fast, BOXPROXY_TOKEN_CACHE_SIZE is too small for the subjects in use.",
+	})
+	m.fleetUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "boxproxy_fleet_redis_up",
+		Help: "1 while the fleet's Redis (BOXPROXY_REDIS_URL) answers, 0 while this replica works alone.",
+	})
+	m.fleetErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "boxproxy_fleet_redis_errors_total",
+		Help: "Redis operations that failed or timed out, by operation.",
+	}, []string{"op"})
+	m.fleetCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "boxproxy_fleet_cache_total",
+		Help: "Local cache misses answered through the fleet, by result (hit: a token from Redis; miss: this replica asked Box for the fleet).",
+	}, []string{"result"})
+	m.fleetLockWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "boxproxy_fleet_lock_wait_seconds",
+		Help:    "Time spent waiting for another replica's token request or OAuth refresh (fleet lock).",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
 	m.reg.MustRegister(m.requests, m.inFlight, m.upstreamDuration, m.retries, m.tokenRequests,
-		m.tokenDuration, m.cacheHits, m.cacheMisses, m.cacheEvictions,
+		m.tokenDuration, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheEvictValid,
+		m.fleetUp, m.fleetErrors, m.fleetCache, m.fleetLockWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.apiOK = m.requests.WithLabelValues("api", "200")
 	m.uploadOK = m.requests.WithLabelValues("upload", "200")
@@ -175,5 +202,51 @@ func (m *Metrics) CacheMiss() {
 func (m *Metrics) CacheEviction() {
 	if m != nil {
 		m.cacheEvictions.Inc()
+	}
+}
+
+// CacheEvictionValid counts an evicted token that was still valid.
+func (m *Metrics) CacheEvictionValid() {
+	if m != nil {
+		m.cacheEvictValid.Inc()
+	}
+}
+
+// FleetUp records whether the fleet's Redis answers.
+func (m *Metrics) FleetUp(up bool) {
+	if m == nil {
+		return
+	}
+	if up {
+		m.fleetUp.Set(1)
+	} else {
+		m.fleetUp.Set(0)
+	}
+}
+
+// FleetError counts a failed Redis operation.
+func (m *Metrics) FleetError(op string) {
+	if m != nil {
+		m.fleetErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// FleetCache counts a local miss answered from Redis (hit) or by this
+// replica's own token request for the fleet (miss).
+func (m *Metrics) FleetCache(hit bool) {
+	if m == nil {
+		return
+	}
+	if hit {
+		m.fleetCache.WithLabelValues("hit").Inc()
+	} else {
+		m.fleetCache.WithLabelValues("miss").Inc()
+	}
+}
+
+// FleetLockWait records a wait for another replica's token request or refresh.
+func (m *Metrics) FleetLockWait(d time.Duration) {
+	if m != nil {
+		m.fleetLockWait.Observe(d.Seconds())
 	}
 }

@@ -444,6 +444,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := map[string]any{"status": "ready", "auth": s.cfg.Auth, "subject": s.auth.Default.String()}
+	if d := s.auth.Degraded(); d != "" {
+		body["degraded"] = d // still ready: it serves alone
+	}
 	if !tok.Expiry.IsZero() {
 		body["token_expires_in"] = int(time.Until(tok.Expiry).Seconds())
 	}
@@ -474,6 +477,9 @@ func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) er
 	if ready != nil {
 		ready(ln.Addr())
 	}
+	bg, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	go s.auth.Run(bg) // the oauth keep-alive
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ln) }()
 	select {

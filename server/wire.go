@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,7 +12,9 @@ import (
 
 	"github.com/boxproxy/boxproxy/auth"
 	"github.com/boxproxy/boxproxy/config"
+	"github.com/boxproxy/boxproxy/fleet"
 	"github.com/boxproxy/boxproxy/metrics"
+	"github.com/boxproxy/boxproxy/seal"
 )
 
 // Auth is the token side of boxproxy, built from the configuration.
@@ -20,6 +24,48 @@ type Auth struct {
 	OAuth    *auth.OAuth // set for the oauth method
 	Default  auth.Subject
 	Endpoint *auth.Endpoint
+	// Fleet is the connection to BOXPROXY_REDIS_URL's Redis, if set.
+	Fleet *fleet.Fleet
+}
+
+// Degraded is empty while everything the proxy shares answers, else what is
+// degraded (Redis unreachable): /readyz reports it.
+func (a *Auth) Degraded() string {
+	if a.Fleet == nil {
+		return ""
+	}
+	return a.Fleet.Degraded()
+}
+
+// Run does the token side's background work until ctx ends: the oauth
+// keep-alive refresh. Only a serving process runs it, never a one-shot
+// command.
+func (a *Auth) Run(ctx context.Context) {
+	if a.OAuth != nil {
+		a.OAuth.RunKeepalive(ctx)
+	}
+}
+
+// Close releases the connection to Redis.
+func (a *Auth) Close() {
+	if a.Fleet != nil {
+		_ = a.Fleet.Close()
+	}
+}
+
+// storeSeal keys the encryption of stored tokens: BOXPROXY_STORE_KEY, or by
+// default the client secret (so that nothing is stored in plaintext; rotating
+// the secret then makes stored tokens unreadable: shared tokens are fetched
+// again, a stored oauth login must log in again).
+func storeSeal(cfg *config.Config, ep *auth.Endpoint, purpose string) (*seal.Box, error) {
+	key := cfg.StoreKey
+	if key == "" {
+		key = "client-secret\x00" + ep.ClientSecret
+		if ep.ClientSecret == "" {
+			return nil, errors.New("BOXPROXY_STORE_KEY is needed: there is no client secret to derive the key from")
+		}
+	}
+	return seal.New(key, purpose)
 }
 
 // SelfSubject is the cache key of the oauth and token methods, whose token
@@ -53,8 +99,20 @@ func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth,
 		}
 		a.Source, a.Default = j, def
 	case config.MethodOAuth:
-		o, err := auth.NewOAuth(a.Endpoint, cfg.TokenStore, log)
+		opts := auth.OAuthOptions{Path: cfg.TokenStore, Keepalive: cfg.OAuthKeepalive, Metrics: m}
+		var err error
+		if opts.Seal, err = storeSeal(cfg, a.Endpoint, "oauth-login"); err != nil {
+			return nil, err
+		}
+		if cfg.RedisURL != "" {
+			if a.Fleet, err = openFleet(cfg, a.Endpoint, log, m); err != nil {
+				return nil, err
+			}
+			opts.Shared = a.Fleet.Login()
+		}
+		o, err := auth.NewOAuth(a.Endpoint, opts, log)
 		if err != nil {
+			a.Close()
 			return nil, err
 		}
 		a.Source, a.OAuth, a.Default = o, o, SelfSubject
@@ -63,10 +121,19 @@ func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth,
 	default:
 		return nil, fmt.Errorf("unknown auth method %q", cfg.Auth)
 	}
-	c, err := auth.NewCache(a.Source, auth.CacheOptions{
-		Size: cfg.TokenCacheSize, FetchTimeout: cfg.TokenTimeout, Metrics: m, Logger: log,
-	})
+	co := auth.CacheOptions{Size: cfg.TokenCacheSize, FetchTimeout: cfg.TokenTimeout, Metrics: m, Logger: log}
+	if cfg.RedisURL != "" && (cfg.Auth == config.MethodCCG || cfg.Auth == config.MethodJWT) {
+		// ccg and jwt share tokens per subject; oauth shares its login
+		// (above); a developer token has nothing to share.
+		f, err := openFleet(cfg, a.Endpoint, log, m)
+		if err != nil {
+			return nil, err
+		}
+		a.Fleet, co.Shared = f, f.Cache()
+	}
+	c, err := auth.NewCache(a.Source, co)
 	if err != nil {
+		a.Close()
 		return nil, err
 	}
 	a.Cache = c
@@ -74,6 +141,19 @@ func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth,
 		a.OAuth.OnLogin(c.Purge)
 	}
 	return a, nil
+}
+
+// openFleet connects to BOXPROXY_REDIS_URL. The namespace is the app (grant,
+// token URL, client ID), so that apps sharing one Redis stay apart.
+func openFleet(cfg *config.Config, ep *auth.Endpoint, log zerolog.Logger, m *metrics.Metrics) (*fleet.Fleet, error) {
+	sl, err := storeSeal(cfg, ep, "fleet")
+	if err != nil {
+		return nil, err
+	}
+	return fleet.Open(fleet.Options{
+		URL: cfg.RedisURL, Seal: sl, App: string(cfg.Auth) + "\x00" + cfg.TokenURL + "\x00" + ep.ClientID,
+		Metrics: m, Logger: log,
+	})
 }
 
 func newJWT(cfg *config.Config, ep *auth.Endpoint) (*auth.JWT, auth.Subject, error) {
