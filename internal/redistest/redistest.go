@@ -1,0 +1,185 @@
+// Package redistest starts a real redis-server (Debian's package) for tests, on
+// a free loopback port, and stops it when the test ends. A machine without
+// redis-server fails the test with one line saying how to install it.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one redis-server process.
+type Server struct {
+	Addr string
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	t    testing.TB
+}
+
+// Start runs redis-server on a free loopback port, without persistence.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server not found: install it (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis)")
+	}
+	s := &Server{dir: t.TempDir(), t: t}
+	for attempt := 0; ; attempt++ {
+		s.Addr = freeAddr(t)
+		if err := s.start(); err == nil {
+			break
+		} else if attempt == 4 {
+			t.Fatalf("redis-server did not start: %v", err)
+		}
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// URL is the redis:// URL of the server.
+func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+func (s *Server) start() error {
+	_, port, _ := net.SplitHostPort(s.Addr)
+	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"), "--daemonize", "no")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.cmd, s.done = cmd, done
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			return fmt.Errorf("redis-server exited: %s", lastLine(string(log)))
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", s.Addr, 100*time.Millisecond); err == nil {
+			_ = c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.Kill()
+	return fmt.Errorf("redis-server did not listen on %s within 10s", s.Addr)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// Kill ends the server at once (SIGKILL); its data is lost.
+func (s *Server) Kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// Restart starts the server again on the same port (empty: no persistence).
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	var err error
+	for range 50 { // the port may take a moment to be free again
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("redis-server did not restart on %s: %v", s.Addr, err)
+}
+
+// Stop ends the server.
+func (s *Server) Stop() { s.Kill() }
+
+// Client is a go-redis client of the server, closed at the test's end.
+func (s *Server) Client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	s.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Dump returns every key and its value (strings as they are, hashes as
+// field=value lines), for tests that check what Redis holds.
+func (s *Server) Dump(t testing.TB) string {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	ctx := context.Background()
+	var b strings.Builder
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		typ, _ := c.Type(ctx, k).Result()
+		fmt.Fprintf(&b, "%s (%s)\n", k, typ)
+		switch typ {
+		case "string":
+			v, _ := c.Get(ctx, k).Result()
+			fmt.Fprintf(&b, "  %s\n", v)
+		case "hash":
+			m, _ := c.HGetAll(ctx, k).Result()
+			for f, v := range m {
+				fmt.Fprintf(&b, "  %s=%s\n", f, v)
+			}
+		default:
+			fmt.Fprintf(&b, "  (type %s not dumped)\n", typ)
+		}
+	}
+	return b.String()
+}
+
+// Info returns one field of INFO (e.g. "total_commands_processed").
+func (s *Server) Info(t testing.TB, field string) string {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	info, err := c.Info(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// Int is Info as a number.
+func (s *Server) Int(t testing.TB, field string) int {
+	n, _ := strconv.Atoi(s.Info(t, field))
+	return n
+}
