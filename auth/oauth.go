@@ -70,8 +70,8 @@ type OAuth struct {
 
 	mu     sync.Mutex // one refresh, login or logout at a time; guards the fields below
 	st     storeData
-	handed bool // st.AccessToken has been handed out by this process
-	dirty  bool // st holds tokens that could not be saved yet
+	handed bool  // st.AccessToken has been handed out by this process
+	dirty  bool  // st holds tokens that could not be saved yet
 	ver    int64 // with shared: the version of the shared login that st is
 	// held is the fleet lock kept while dirty: it is released once the
 	// tokens are saved, so that no replica rotates the refresh token that
