@@ -4,7 +4,26 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/boxproxy/boxproxy/seal"
 )
+
+// StoreSeal keys the encryption of stored tokens for one purpose ("fleet",
+// "oauth-login"): BOXPROXY_STORE_KEY, or by default the client secret, so
+// that nothing is ever stored in plaintext. With the default, rotating the
+// client secret makes stored tokens unreadable: shared ccg/jwt tokens are
+// fetched again, and a stored oauth login must log in again (set
+// BOXPROXY_STORE_KEY to keep it across a rotation).
+func StoreSeal(storeKey, clientSecret, purpose string) (*seal.Box, error) {
+	key := storeKey
+	if key == "" {
+		if clientSecret == "" {
+			return nil, errors.New("BOXPROXY_STORE_KEY is needed: there is no client secret to derive the key that encrypts stored tokens from")
+		}
+		key = "client-secret\x00" + clientSecret
+	}
+	return seal.New(key, purpose)
+}
 
 // The seams a fleet of replicas shares through (package fleet implements them
 // on Redis). Without them a Cache and an OAuth source work alone, as one

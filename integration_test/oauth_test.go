@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/boxproxy/boxproxy/auth"
 	"github.com/boxproxy/boxproxy/cli"
 	"github.com/boxproxy/boxproxy/fakebox"
 )
@@ -132,15 +133,42 @@ type storedTokens struct {
 	} `json:"user"`
 }
 
+// readStore decrypts the token store (encrypted under the default key, derived
+// from the client secret) after checking that the file holds no issued token.
 func readStore(t testing.TB, path string) storedTokens {
+	t.Helper()
+	return readStoreKey(t, path, "")
+}
+
+func readStoreKey(t testing.TB, path, storeKey string) storedTokens {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("token store: %v", err)
 	}
+	var sf struct {
+		Version int    `json:"version"`
+		Sealed  []byte `json:"sealed"`
+	}
+	if err := json.Unmarshal(data, &sf); err != nil || sf.Version != 2 {
+		t.Fatalf("token store is not an encrypted store (version 2): %v", err)
+	}
+	sl, err := auth.StoreSeal(storeKey, testClientSecret, "oauth-login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := sl.Open(sf.Sealed, []byte("boxproxy token store file"))
+	if err != nil {
+		t.Fatalf("token store does not decrypt: %v", err)
+	}
 	var st storedTokens
-	if err := json.Unmarshal(data, &st); err != nil {
-		t.Fatalf("token store is not JSON: %v", err)
+	if err := json.Unmarshal(inner, &st); err != nil {
+		t.Fatalf("token store's content is not JSON: %v", err)
+	}
+	for _, tok := range []string{st.AccessToken, st.RefreshToken} {
+		if tok != "" && strings.Contains(string(data), tok) {
+			t.Fatal("the token store file holds a token in plaintext")
+		}
 	}
 	return st
 }

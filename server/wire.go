@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/fleet"
 	"github.com/boxproxy/boxproxy/metrics"
-	"github.com/boxproxy/boxproxy/seal"
 )
 
 // Auth is the token side of boxproxy, built from the configuration.
@@ -53,21 +51,6 @@ func (a *Auth) Close() {
 	}
 }
 
-// storeSeal keys the encryption of stored tokens: BOXPROXY_STORE_KEY, or by
-// default the client secret (so that nothing is stored in plaintext; rotating
-// the secret then makes stored tokens unreadable: shared tokens are fetched
-// again, a stored oauth login must log in again).
-func storeSeal(cfg *config.Config, ep *auth.Endpoint, purpose string) (*seal.Box, error) {
-	key := cfg.StoreKey
-	if key == "" {
-		key = "client-secret\x00" + ep.ClientSecret
-		if ep.ClientSecret == "" {
-			return nil, errors.New("BOXPROXY_STORE_KEY is needed: there is no client secret to derive the key from")
-		}
-	}
-	return seal.New(key, purpose)
-}
-
 // SelfSubject is the cache key of the oauth and token methods, whose token
 // is always the logged-in user's (or the developer token's).
 var SelfSubject = auth.Subject{Type: auth.User, ID: "self"}
@@ -101,7 +84,7 @@ func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth,
 	case config.MethodOAuth:
 		opts := auth.OAuthOptions{Path: cfg.TokenStore, Keepalive: cfg.OAuthKeepalive, Metrics: m}
 		var err error
-		if opts.Seal, err = storeSeal(cfg, a.Endpoint, "oauth-login"); err != nil {
+		if opts.Seal, err = auth.StoreSeal(cfg.StoreKey, a.Endpoint.ClientSecret, "oauth-login"); err != nil {
 			return nil, err
 		}
 		if cfg.RedisURL != "" {
@@ -146,7 +129,7 @@ func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth,
 // openFleet connects to BOXPROXY_REDIS_URL. The namespace is the app (grant,
 // token URL, client ID), so that apps sharing one Redis stay apart.
 func openFleet(cfg *config.Config, ep *auth.Endpoint, log zerolog.Logger, m *metrics.Metrics) (*fleet.Fleet, error) {
-	sl, err := storeSeal(cfg, ep, "fleet")
+	sl, err := auth.StoreSeal(cfg.StoreKey, ep.ClientSecret, "fleet")
 	if err != nil {
 		return nil, err
 	}
