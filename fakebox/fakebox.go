@@ -224,6 +224,7 @@ type Box struct {
 	closing              chan struct{}
 	closeOnce            sync.Once
 	active               atomic.Int64
+	tokenDelay           atomic.Int64 // time.Duration
 
 	mu         sync.Mutex
 	skew       time.Duration
@@ -437,6 +438,11 @@ func (b *Box) SetClockSkew(d time.Duration) {
 	b.skew = d
 	b.mu.Unlock()
 }
+
+// SetTokenDelay makes the token endpoint wait d before it handles a request
+// (d <= 0: no wait). A client that hangs up during the wait gets nothing
+// issued: nothing rotates.
+func (b *Box) SetTokenDelay(d time.Duration) { b.tokenDelay.Store(int64(d)) }
 
 // SetTokenTTL sets the lifetime of access tokens issued from now on
 // (d <= 0 restores the default of 1h).

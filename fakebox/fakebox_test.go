@@ -864,3 +864,31 @@ func TestRetainedContentIsCapped(t *testing.T) {
 		t.Fatal("recorded while recording was off")
 	}
 }
+
+func TestTokenDelayIssuesNothingToAClientThatHangsUp(t *testing.T) {
+	b, err := Start(Config{ClientID: "cid", ClientSecret: "csecret", EnterpriseID: "500100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.SetTokenDelay(300 * time.Millisecond)
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"cid"}, "client_secret": {"csecret"},
+		"box_subject_type": {"enterprise"}, "box_subject_id": {"500100"}}
+	c := &http.Client{Timeout: 50 * time.Millisecond}
+	if _, err := c.PostForm(b.TokenURL(), form); err == nil {
+		t.Fatal("answered before the delay")
+	}
+	time.Sleep(400 * time.Millisecond)
+	if n := len(b.TokenRequests()); n != 0 {
+		t.Fatalf("%d token requests recorded for a client that hung up", n)
+	}
+	start := time.Now()
+	resp, err := http.PostForm(b.TokenURL(), form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("status %d after %s", resp.StatusCode, time.Since(start))
+	}
+}

@@ -95,6 +95,14 @@ func (b *Box) handleToken(w http.ResponseWriter, r *http.Request) {
 		tr.SubjectType, tr.SubjectID = form.Get("box_subject_type"), form.Get("box_subject_id")
 	}
 
+	if d := time.Duration(b.tokenDelay.Load()); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			b.logf("token request %s: the client hung up during the delay; nothing issued", tr.GrantType)
+			return
+		}
+	}
 	if f := b.takeFault(); f != FaultNone {
 		tr.Error, tr.Description = "fault", f.String()
 		b.recordToken(tr)
