@@ -336,6 +336,7 @@ func (o *OAuth) refreshOnceLocked(ctx context.Context) (Token, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 	defer cancel()
 	issued := o.ep.now()
+	o.log.Debug().Bool("fleet", o.shared != nil).Msg("oauth: refreshing")
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {o.st.RefreshToken}}
 	tr, err := o.ep.Exchange(ctx, "oauth", form)
 	if err != nil {

@@ -37,7 +37,7 @@ type Options struct {
 	// App names the Box app (method, token URL, client ID): replicas of one
 	// app share keys; other apps on the same Redis do not see them.
 	App string
-	// Lease is how long a lock outlives a holder that died (default 5s); a
+	// Lease is how long a lock outlives a holder that died (default 3s); a
 	// live holder renews it every third of it.
 	Lease time.Duration
 	// Timeout bounds one Redis call (default 500ms).
@@ -71,7 +71,7 @@ func Open(o Options) (*Fleet, error) {
 		return nil, errors.New("fleet: no key to encrypt what is stored in Redis")
 	}
 	if o.Lease <= 0 {
-		o.Lease = 5 * time.Second
+		o.Lease = 3 * time.Second
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 500 * time.Millisecond

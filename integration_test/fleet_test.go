@@ -1,0 +1,480 @@
+package integration_test
+
+// Many replicas sharing one Redis (BOXPROXY_REDIS_URL): real boxproxy
+// processes, a real redis-server, the strict stand-in.
+
+import (
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/boxproxy/boxproxy/fakebox"
+	"github.com/boxproxy/boxproxy/internal/redistest"
+)
+
+const fleetStoreKey = "it-fleet-store-key-0123456789abcdefXYZ"
+
+var fleetClient = &http.Client{Timeout: 20 * time.Second}
+
+// startFleet runs n boxproxy binaries with env, all sharing r.
+func startFleet(t *testing.T, box *fakebox.Box, r *redistest.Server, n int, env ...string) []*binaryProxy {
+	t.Helper()
+	var out []*binaryProxy
+	for range n {
+		out = append(out, startReplica(t, box, r, env...))
+	}
+	return out
+}
+
+func startReplica(t *testing.T, box *fakebox.Box, r *redistest.Server, env ...string) *binaryProxy {
+	t.Helper()
+	p := startBinary(t, box, append(append([]string{}, env...), "BOXPROXY_REDIS_URL="+r.URL(), "BOXPROXY_STORE_KEY="+fleetStoreKey)...)
+	p.AddSecret(fleetStoreKey)
+	return p
+}
+
+// fleetGet sends GET base+path with hdr (name, value pairs).
+func fleetGet(t testing.TB, base, path string, hdr ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := fleetClient.Do(req)
+	if err != nil {
+		t.Errorf("GET %s%s: %v", base, path, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// fleetSubject is a subject as a client names it: As-User, or none for the
+// default subject (the enterprise).
+type fleetSubject struct{ asUser, typ, id string }
+
+var fleetSubjects = []fleetSubject{
+	{"", "enterprise", testEnterpriseID},
+	{userAlice, "user", userAlice},
+	{userBob, "user", userBob},
+	{userCarol, "user", userCarol},
+}
+
+func (s fleetSubject) hdr() []string {
+	if s.asUser == "" {
+		return nil
+	}
+	return []string{"As-User", s.asUser}
+}
+
+// hammer sends `each` concurrent requests per replica and subject and fails
+// the test on any answer but 200.
+func hammer(t *testing.T, procs []*binaryProxy, each int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		for _, s := range fleetSubjects {
+			for range each {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if status, body := fleetGet(t, p.URL, "/2.0/users/me", s.hdr()...); status != http.StatusOK {
+						t.Errorf("%s as %q: %d %s", p.URL, s.asUser, status, body)
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+}
+
+func tokenCounts(box *fakebox.Box) map[string]int {
+	out := map[string]int{}
+	for _, s := range fleetSubjects {
+		out[s.typ+":"+s.id] = box.CountTokenRequestsFor(s.typ, s.id)
+	}
+	return out
+}
+
+// checkRedisHoldsNoSecret fails when any issued token or secret is in Redis.
+func checkRedisHoldsNoSecret(t *testing.T, r *redistest.Server, box *fakebox.Box, more ...string) {
+	t.Helper()
+	dump := r.Dump(t)
+	if !strings.Contains(dump, "boxproxy:") {
+		t.Fatalf("Redis holds no boxproxy key at all:\n%s", dump)
+	}
+	secrets := append(append(box.IssuedTokens(), testClientSecret, fleetStoreKey), more...)
+	for _, s := range secrets {
+		if strings.Contains(dump, s) {
+			t.Fatalf("Redis holds a token or secret in plaintext (%d keys dumped)", strings.Count(dump, "\n"))
+		}
+	}
+}
+
+func TestFleetOneTokenRequestPerSubjectAcrossReplicasLateReplicaAndRevocation(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t)
+	r := redistest.Start(t)
+	procs := startFleet(t, box, r, 3, ccgEnv(box)...)
+
+	// Cold subjects, concurrent load on every replica.
+	hammer(t, procs, 6)
+	for s, n := range tokenCounts(box) {
+		if n != 1 {
+			t.Errorf("%s: %d token requests across 3 replicas, want 1", s, n)
+		}
+	}
+	// A replica started later uses the tokens already there.
+	late := startReplica(t, box, r, ccgEnv(box)...)
+	procs = append(procs, late)
+	hammer(t, []*binaryProxy{late}, 3)
+	for s, n := range tokenCounts(box) {
+		if n != 1 {
+			t.Errorf("%s: the late replica caused %d more token requests", s, n-1)
+		}
+	}
+	checkRedisHoldsNoSecret(t, r, box)
+
+	// Box revokes every token: each replica gets a 401, the first drops the
+	// token for all, one fetches the next.
+	box.RevokeAll()
+	hammer(t, procs, 3)
+	for s, n := range tokenCounts(box) {
+		t.Logf("%s: %d token requests after revocation across 4 replicas", s, n-1)
+		if n-1 < 1 || n-1 > 2 {
+			t.Errorf("%s: %d token requests after revocation across 4 replicas, want about one", s, n-1)
+		}
+	}
+	for _, p := range procs {
+		status, body := fleetGet(t, p.URL, "/readyz")
+		if status != http.StatusOK || strings.Contains(body, "degraded") {
+			t.Errorf("%s /readyz: %d %s", p.URL, status, body)
+		}
+	}
+	checkRedisHoldsNoSecret(t, r, box)
+}
+
+func TestFleetRedisKilledAndRestartedUnderTrafficFailsNoCCGRequest(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t)
+	r := redistest.Start(t)
+	procs := startFleet(t, box, r, 3, ccgEnv(box)...)
+	hammer(t, procs, 1)
+
+	stop := make(chan struct{})
+	var sent, failed atomic.Int64
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		for _, s := range fleetSubjects {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					sent.Add(1)
+					if status, body := fleetGet(t, p.URL, "/2.0/users/me", s.hdr()...); status != http.StatusOK {
+						failed.Add(1)
+						t.Errorf("%s as %q while Redis came and went: %d %s", p.URL, s.asUser, status, body)
+					}
+					time.Sleep(time.Duration(5+rand.IntN(10)) * time.Millisecond)
+				}
+			}()
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	r.Kill()
+	// While Redis is down every token is revoked: replicas fetch their own.
+	time.Sleep(300 * time.Millisecond)
+	box.RevokeAll()
+	time.Sleep(700 * time.Millisecond)
+	for _, p := range procs {
+		if status, _ := fleetGet(t, p.URL, "/healthz"); status != http.StatusOK {
+			t.Errorf("/healthz %d while Redis is down", status)
+		}
+		status, body := fleetGet(t, p.URL, "/readyz")
+		if status != http.StatusOK || !strings.Contains(body, "degraded") {
+			t.Errorf("/readyz while Redis is down: %d %s; want 200 naming what is degraded", status, body)
+		}
+	}
+	r.Restart()
+	for _, p := range procs {
+		waitUntil(t, 10*time.Second, func() bool {
+			status, body := fleetGet(t, p.URL, "/readyz")
+			return status == http.StatusOK && !strings.Contains(body, "degraded")
+		}, "the replica to use Redis again")
+	}
+	time.Sleep(300 * time.Millisecond)
+	// Sharing has resumed: after one more revocation the fleet fetches about
+	// one token per subject again.
+	before := tokenCounts(box)
+	box.RevokeAll()
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	for s, n := range tokenCounts(box) {
+		if d := n - before[s]; d < 1 || d > 2 {
+			t.Errorf("%s: %d token requests after revocation once Redis was back, want about one", s, d)
+		}
+	}
+	t.Logf("%d requests while Redis was killed and restarted, %d failed", sent.Load(), failed.Load())
+	checkRedisHoldsNoSecret(t, r, box)
+	for _, p := range procs {
+		if !strings.Contains(p.Stderr.String(), "Redis unreachable") || !strings.Contains(p.Stderr.String(), "Redis answers again") {
+			t.Errorf("%s did not log Redis going away and coming back", p.URL)
+		}
+	}
+}
+
+// oauthFleet starts n oauth replicas on r, logs in through the first, and
+// returns them.
+func oauthFleet(t *testing.T, box *fakebox.Box, r *redistest.Server, n int, env ...string) []*binaryProxy {
+	t.Helper()
+	dir := t.TempDir()
+	var procs []*binaryProxy
+	for i := range n {
+		store := dir + "/unused-" + string(rune('a'+i)) + ".json"
+		procs = append(procs, oauthReplica(t, box, r, store, env...))
+	}
+	br := newOAuthBrowser(t)
+	if status, page := br.login(procs[0].URL, box); status != http.StatusOK {
+		t.Fatalf("login through the first replica: %d\n%s", status, page)
+	}
+	return procs
+}
+
+// oauthReplica starts one oauth replica on a port of its own (the OAuth
+// redirect URI names it).
+func oauthReplica(t *testing.T, box *fakebox.Box, r *redistest.Server, store string, env ...string) *binaryProxy {
+	t.Helper()
+	addr := freeAddr(t)
+	return startReplica(t, box, r, append(append(oauthEnv(box, store), "BOXPROXY_LISTEN="+addr, "BOXPROXY_PUBLIC_URL=http://"+addr), env...)...)
+}
+
+// meAs asks /2.0/users/me, again after a 401 (tokens that live a second may
+// expire on their way twice), and returns the status and the user's ID.
+func meAs(t testing.TB, base string) (int, string) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		status, body := fleetGet(t, base, "/2.0/users/me")
+		if status == http.StatusOK {
+			var u struct {
+				ID string `json:"id"`
+			}
+			_ = json.Unmarshal([]byte(body), &u)
+			return status, u.ID
+		}
+		if status != http.StatusUnauthorized || attempt == 3 {
+			return status, body
+		}
+	}
+}
+
+func TestFleetOAuthLoginOnOneReplicaServesAllAndRotationNeverReusesARefreshToken(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t, func(c *fakebox.Config) { c.OAuthUserID = userBob })
+	r := redistest.Start(t)
+	procs := oauthFleet(t, box, r, 3)
+	okBefore, _ := grantRequests(box, "refresh_token")
+	for _, p := range procs {
+		if status, id := meAs(t, p.URL); status != http.StatusOK || id != userBob {
+			t.Fatalf("%s after a login on the first replica: %d %s", p.URL, status, id)
+		}
+	}
+	late := oauthReplica(t, box, r, t.TempDir()+"/late.json")
+	if status, id := meAs(t, late.URL); status != http.StatusOK || id != userBob {
+		t.Fatalf("a replica started after the login: %d %s", status, id)
+	}
+	if ok, _ := grantRequests(box, "refresh_token"); ok != okBefore {
+		t.Errorf("serving the login from every replica cost %d refreshes", ok-okBefore)
+	}
+	procs = append(procs, late)
+
+	// Tokens live 2 s: under traffic on every replica the refresh token
+	// rotates about every 1.6 s, under the fleet's lock.
+	box.SetTokenTTL(2 * time.Second)
+	box.ExpireAll()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var served, bad atomic.Int64
+	for _, p := range procs {
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if status, id := meAs(t, p.URL); status != http.StatusOK || id != userBob {
+						bad.Add(1)
+						t.Errorf("%s during rotation: %d %s", p.URL, status, id)
+					} else {
+						served.Add(1)
+					}
+					time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+				}
+			}()
+		}
+	}
+	const run = 9 * time.Second
+	time.Sleep(run)
+	close(stop)
+	wg.Wait()
+	ok, failed := grantRequests(box, "refresh_token")
+	ok -= okBefore
+	t.Logf("%d requests on 4 replicas in %s with 2 s tokens: %d refreshes, %d rejected", served.Load(), run, ok, failed)
+	if failed != 0 {
+		t.Fatalf("%d refreshes were rejected: a refresh token was used twice", failed)
+	}
+	// Alone, 4 replicas would refresh 4 times per token lifetime.
+	if lifetimes := int(run / (2 * time.Second)); ok < 2 || ok > 2*lifetimes+2 {
+		t.Errorf("%d refreshes in %d token lifetimes across 4 replicas, want about one per lifetime", ok, lifetimes)
+	}
+	checkRedisHoldsNoSecret(t, r, box)
+	logWindow(t, procs)
+}
+
+// logWindow reports the measured window between Box's answer to a refresh
+// and Redis acknowledging the new refresh token.
+func logWindow(t *testing.T, procs []*binaryProxy) {
+	var saves []float64
+	for _, p := range procs {
+		for _, l := range logLines(t, p.Stderr.String()) {
+			if v, ok := l["save_took"].(float64); ok {
+				saves = append(saves, v)
+			}
+		}
+	}
+	if len(saves) == 0 {
+		return
+	}
+	slices.Sort(saves)
+	t.Logf("%d refreshes; from Box's answer to Redis's acknowledgement of the new refresh token: median %.2fms, p90 %.2fms, max %.2fms",
+		len(saves), saves[len(saves)/2], saves[len(saves)*9/10], saves[len(saves)-1])
+}
+
+func TestFleetOAuthKill9OfReplicasAndOfTheLockHolderMidRefreshNeverReusesOrLosesTheLogin(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t, func(c *fakebox.Config) { c.OAuthUserID = userBob })
+	r := redistest.Start(t)
+	procs := oauthFleet(t, box, r, 3)
+	dir := t.TempDir()
+	box.SetTokenTTL(time.Second)
+	// Refreshes take 300 ms at Box: long enough to kill the replica that
+	// holds the lock while its request is in flight.
+	box.SetTokenDelay(300 * time.Millisecond)
+	box.ExpireAll()
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	const iterations = 8
+	holderKills := 0
+	for i := range iterations {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, p := range procs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := &http.Client{Timeout: 2 * time.Second}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if resp, err := c.Get(p.URL + "/2.0/users/me"); err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}()
+		}
+		victim := rng.IntN(len(procs))
+		if i%2 == 1 {
+			// The lock holder, while its refresh is at Box.
+			counts := make([]int, len(procs))
+			for j, p := range procs {
+				counts[j] = strings.Count(p.Stderr.String(), `"oauth: refreshing"`)
+			}
+			victim = -1
+			deadline := time.Now().Add(10 * time.Second)
+			for victim < 0 && time.Now().Before(deadline) {
+				for j, p := range procs {
+					if strings.Count(p.Stderr.String(), `"oauth: refreshing"`) > counts[j] {
+						victim = j
+						break
+					}
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			if victim < 0 {
+				t.Fatalf("iteration %d: no refresh began within 10s", i)
+			}
+			holderKills++
+		} else {
+			time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
+		}
+		p := procs[victim]
+		_ = p.Cmd.Process.Kill()
+		<-p.exited
+		close(stop)
+		wg.Wait()
+		procs[victim] = oauthReplica(t, box, r, dir+"/unused.json")
+		// Every replica serves as the user: the login survived (another
+		// replica took the dead holder's lock once its lease ran out).
+		for _, q := range procs {
+			if status, id := meAs(t, q.URL); status != http.StatusOK || id != userBob {
+				t.Fatalf("iteration %d (killed replica %d): %s answers %d %s", i, victim, q.URL, status, id)
+			}
+		}
+	}
+	ok, failed := grantRequests(box, "refresh_token")
+	t.Logf("%d kills (%d of the lock holder mid-refresh): %d refreshes, %d rejected", iterations, holderKills, ok, failed)
+	if failed != 0 {
+		t.Fatalf("%d refreshes were rejected: a refresh token was used twice", failed)
+	}
+	checkRedisHoldsNoSecret(t, r, box)
+}
+
+func TestFleetOAuthIdleLoginIsRefreshedByKeepAliveOnceForTheFleet(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t, func(c *fakebox.Config) { c.OAuthUserID = userBob })
+	r := redistest.Start(t)
+	procs := oauthFleet(t, box, r, 3, "BOXPROXY_OAUTH_KEEPALIVE=2s")
+	okBefore, _ := grantRequests(box, "refresh_token")
+	// No traffic at all; tokens live an hour.
+	time.Sleep(7 * time.Second)
+	ok, failed := grantRequests(box, "refresh_token")
+	ok -= okBefore
+	t.Logf("keep-alive every 2s, 3 idle replicas, 7s: %d refreshes", ok)
+	if failed != 0 {
+		t.Fatalf("%d keep-alive refreshes were rejected", failed)
+	}
+	// Once per interval for the fleet (3 in 7 s; per replica it would be 9).
+	if ok < 2 || ok > 4 {
+		t.Fatalf("%d refreshes in 7s with a 2s keep-alive across 3 replicas, want about 3", ok)
+	}
+	for _, p := range procs {
+		if status, id := meAs(t, p.URL); status != http.StatusOK || id != userBob {
+			t.Fatalf("%s after keep-alive refreshes: %d %s", p.URL, status, id)
+		}
+	}
+}
