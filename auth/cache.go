@@ -18,7 +18,7 @@ import (
 
 // CacheOptions tune a Cache. Zero values take the defaults.
 type CacheOptions struct {
-	Size         int              // subjects kept (default 1000)
+	Size         int              // subjects kept (default 10000)
 	FetchTimeout time.Duration    // bounds one token request (default 10s)
 	BackoffBase  time.Duration    // first wait after a failure (default 1s)
 	BackoffMax   time.Duration    // longest wait (default 60s)
@@ -81,7 +81,7 @@ func NewCache(src Source, o CacheOptions) (*Cache, error) {
 		return nil, errors.New("auth: a Cache cannot wrap a Cache")
 	}
 	if o.Size <= 0 {
-		o.Size = 1000
+		o.Size = 10000
 	}
 	if o.FetchTimeout <= 0 {
 		o.FetchTimeout = 10 * time.Second

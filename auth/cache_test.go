@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // countingSource hands out numbered tokens after an optional delay.
@@ -239,4 +241,21 @@ func BenchmarkCacheHit(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestEvictingValidTokensFasterThanTheyExpireIsWarnedOnce(t *testing.T) {
+	var logs strings.Builder
+	src := &countingSource{ttl: time.Hour}
+	c := newTestCache(t, src, CacheOptions{Size: 10, Logger: zerolog.New(&logs)})
+	for i := range 35 {
+		if _, err := c.Token(context.Background(), Subject{User, fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "token cache too small"); n != 1 {
+		t.Fatalf("%d warnings after 25 valid evictions from a 10-entry cache, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "BOXPROXY_TOKEN_CACHE_SIZE") {
+		t.Error("the warning does not name BOXPROXY_TOKEN_CACHE_SIZE")
+	}
 }

@@ -290,3 +290,62 @@ func FuzzLoadStore(f *testing.F) {
 		}
 	})
 }
+
+func TestStoreFileIsEncryptedAndAnotherKeyIsRefusedNamingBOXPROXY_STORE_KEY(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tokens.json")
+	st := sampleStore()
+	if err := writeStore(path, testSeal, st); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	for _, secret := range []string{st.AccessToken, st.RefreshToken, "ada@example.com"} {
+		if bytes.Contains(data, []byte(secret)) {
+			t.Fatalf("the store file holds %q in plaintext", secret)
+		}
+	}
+	other, _ := seal.New("another store key, also 32+ characters", "test")
+	_, err := NewOAuth(&Endpoint{}, OAuthOptions{Path: path, Seal: other}, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), "BOXPROXY_STORE_KEY") || strings.Contains(err.Error(), "Secret") {
+		t.Fatalf("a store sealed under another key: %v; want an error naming BOXPROXY_STORE_KEY", err)
+	}
+	// A damaged file is not mistaken for another key.
+	var sf sealedFile
+	_ = json.Unmarshal(data, &sf)
+	sf.Sealed[len(sf.Sealed)-1] ^= 1
+	bad, _ := json.Marshal(sf)
+	_ = os.WriteFile(path, bad, 0o600)
+	if _, err := NewOAuth(&Endpoint{}, OAuthOptions{Path: path, Seal: testSeal}, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("a damaged store: %v", err)
+	}
+}
+
+func TestPlaintextStoreOfAnOlderVersionIsReadOnceAndRewrittenEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tokens.json")
+	st := sampleStore()
+	st.AccessExpiry = time.Now().Add(time.Hour)
+	plain, _ := st.encode()
+	if err := os.WriteFile(path, plain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	o, err := NewOAuth(&Endpoint{}, OAuthOptions{Path: path, Seal: testSeal}, zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.LoggedIn() {
+		t.Fatal("the plaintext store's login was not read")
+	}
+	data, _ := os.ReadFile(path)
+	if bytes.Contains(data, []byte(st.RefreshToken)) {
+		t.Fatal("the plaintext store was not rewritten encrypted")
+	}
+	got, plainAgain, err := loadStore(path, testSeal, func(string) {})
+	if err != nil || plainAgain || got.RefreshToken != st.RefreshToken {
+		t.Fatalf("rewritten store: %v, still plaintext %v", err, plainAgain)
+	}
+	if !strings.Contains(logs.String(), "rewritten encrypted") || strings.Contains(logs.String(), "Secret") {
+		t.Errorf("logs: %s", logs.String())
+	}
+}

@@ -53,7 +53,7 @@ type Config struct {
 	PublicURL       string        `env:"PUBLIC_URL" helpDefault:"http://localhost:<port of BOXPROXY_LISTEN>" help:"how clients and browsers reach the proxy; OAuth redirect URI is this + /auth/callback"`
 	AsUser          string        `env:"AS_USER" helpDefault:"token for ccg/jwt, else header" help:"token (As-User picks a token minted for that user) or header (As-User is passed on beside the app's token)"`
 	AllowedUsers    []string      `env:"ALLOWED_USERS" envSeparator:"," helpDefault:"all" help:"comma-separated user IDs that As-User may name"`
-	TokenCacheSize  int           `env:"TOKEN_CACHE_SIZE" envDefault:"1000" help:"how many subjects' tokens the cache keeps"`
+	TokenCacheSize  int           `env:"TOKEN_CACHE_SIZE" envDefault:"10000" help:"how many subjects' tokens the cache keeps (about 1 KiB each)"`
 	InboundKey      string        `env:"INBOUND_KEY" secret:"true" help:"when set, every request must carry Proxy-Authorization: Bearer <key>"`
 	APIURL          string        `env:"API_URL" envDefault:"https://api.box.com" help:"upstream for /2.0/..."`
 	UploadURL       string        `env:"UPLOAD_URL" envDefault:"https://upload.box.com" help:"upstream for /api/2.0/... (uploads)"`

@@ -73,7 +73,7 @@ func TestConfigLoadInfersTheMethodAndFillsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]any{
-		"Listen": "127.0.0.1:8080", "TokenStore": "boxproxy-tokens.json", "TokenCacheSize": 1000,
+		"Listen": "127.0.0.1:8080", "TokenStore": "boxproxy-tokens.json", "TokenCacheSize": 10000,
 		"APIURL": "https://api.box.com", "UploadURL": "https://upload.box.com",
 		"TokenURL": "https://api.box.com/oauth2/token", "AuthorizeURL": "https://account.box.com/api/oauth2/authorize",
 		"RetryBodyLimit": config.ByteSize(10 << 20), "UpstreamRetries": 0, "ShutdownTimeout": 30 * time.Second,

@@ -372,7 +372,15 @@ func logWindow(t *testing.T, procs []*binaryProxy) {
 
 func TestFleetOAuthKill9OfReplicasAndOfTheLockHolderMidRefreshNeverReusesOrLosesTheLogin(t *testing.T) {
 	cpuHeavy(t)
-	box := startBox(t, func(c *fakebox.Config) { c.OAuthUserID = userBob })
+	var hungUp atomic.Int64
+	box := startBox(t, func(c *fakebox.Config) {
+		c.OAuthUserID = userBob
+		c.Logf = func(format string, args ...any) {
+			if strings.Contains(format, "hung up during the delay") {
+				hungUp.Add(1)
+			}
+		}
+	})
 	r := redistest.Start(t)
 	procs := oauthFleet(t, box, r, 3)
 	dir := t.TempDir()
@@ -447,9 +455,12 @@ func TestFleetOAuthKill9OfReplicasAndOfTheLockHolderMidRefreshNeverReusesOrLoses
 		}
 	}
 	ok, failed := grantRequests(box, "refresh_token")
-	t.Logf("%d kills (%d of the lock holder mid-refresh): %d refreshes, %d rejected", iterations, holderKills, ok, failed)
+	t.Logf("%d kills (%d of the lock holder, %d while its refresh was at Box): %d refreshes, %d rejected", iterations, holderKills, hungUp.Load(), ok, failed)
 	if failed != 0 {
 		t.Fatalf("%d refreshes were rejected: a refresh token was used twice", failed)
+	}
+	if hungUp.Load() == 0 {
+		t.Error("no kill fell while a refresh was at Box: the lock holder was never killed mid-refresh")
 	}
 	checkRedisHoldsNoSecret(t, r, box)
 }

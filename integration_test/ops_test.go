@@ -971,7 +971,7 @@ var interfaceVariables = []struct{ name, def string }{
 	{"BOXPROXY_PUBLIC_URL", "http://localhost:"},
 	{"BOXPROXY_AS_USER", "token"},
 	{"BOXPROXY_ALLOWED_USERS", "all"},
-	{"BOXPROXY_TOKEN_CACHE_SIZE", "1000"},
+	{"BOXPROXY_TOKEN_CACHE_SIZE", "10000"},
 	{"BOXPROXY_INBOUND_KEY", ""},
 	{"BOXPROXY_API_URL", "https://api.box.com"},
 	{"BOXPROXY_UPLOAD_URL", "https://upload.box.com"},
