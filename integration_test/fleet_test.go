@@ -489,3 +489,43 @@ func TestFleetOAuthIdleLoginIsRefreshedByKeepAliveOnceForTheFleet(t *testing.T) 
 		}
 	}
 }
+
+// BenchmarkFleetReplicaRequests: requests per second through one real
+// replica (ccg, cached token), alone and with BOXPROXY_REDIS_URL: a local
+// cache hit never asks Redis, so the two should match.
+func BenchmarkFleetReplicaRequests(b *testing.B) {
+	box := startBox(b)
+	r := redistest.Start(b)
+	for _, withRedis := range []bool{false, true} {
+		name, env := "alone", ccgEnv(box)
+		if withRedis {
+			name, env = "redis", append(env, "BOXPROXY_REDIS_URL="+r.URL(), "BOXPROXY_STORE_KEY="+fleetStoreKey)
+		}
+		b.Run(name, func(b *testing.B) {
+			p := startBinary(b, box, append(env, "BOXPROXY_LOG_LEVEL=info")...)
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			get := func() {
+				resp, err := c.Get(p.URL + "/2.0/users/me")
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			get()
+			b.SetParallelism(8)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					get()
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+		})
+	}
+}
