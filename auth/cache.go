@@ -59,6 +59,9 @@ type entry struct {
 	retryAt    time.Time // no new attempt before this
 	failures   int
 	refreshing atomic.Bool
+	// rejected is the token Box rejected last (Invalidate): one read from
+	// the fleet before the fleet dropped it is not taken again.
+	rejected string
 }
 
 // BackoffError is returned while the cache waits before asking the token
@@ -168,17 +171,18 @@ func (c *Cache) Invalidate(s Subject, access string) bool {
 	if !ok || e.tok.access != access {
 		return false
 	}
-	// Replace rather than Remove: Remove would count as an eviction.
-	c.lru.Add(s, &entry{failures: e.failures})
 	if c.o.Shared != nil {
-		// Drop it for the whole fleet, unless another replica already
-		// replaced it. Bounded: the fleet client's timeouts are short.
+		// Drop it for the whole fleet first (unless another replica already
+		// replaced it), so that the next fetch here cannot read it back.
+		// Bounded: the fleet client's timeouts are short.
 		ctx, cancel := context.WithTimeout(context.Background(), c.o.FetchTimeout)
 		if err := c.o.Shared.Delete(ctx, s, access); err != nil {
 			c.log.Debug().Str("subject", s.String()).Err(err).Msg("fleet: cannot drop a rejected token from Redis")
 		}
 		cancel()
 	}
+	// Replace rather than Remove: Remove would count as an eviction.
+	c.lru.Add(s, &entry{failures: e.failures, rejected: access})
 	return true
 }
 
@@ -239,7 +243,11 @@ func (c *Cache) fetch(s Subject) (any, error) {
 	obtained := start
 	shared := false
 	if c.o.Shared != nil {
-		tok, obtained, err = c.fetchShared(ctx, s, start)
+		rejected := ""
+		if e, ok := c.lru.Peek(s); ok {
+			rejected = e.rejected
+		}
+		tok, obtained, err = c.fetchShared(ctx, s, start, rejected)
 		shared = err == nil || !errors.Is(err, ErrFleet)
 		if !shared {
 			// Redis cannot help: ask Box alone, as one process does. Safe
@@ -347,7 +355,7 @@ func sharedFresh(tok Token, obtained, now time.Time) bool {
 // there; else one replica (the one that takes the subject's lock) asks Box and
 // stores the answer, while the others wait for it to appear. An ErrFleet error
 // means Redis could not help; any other error is Box's answer.
-func (c *Cache) fetchShared(ctx context.Context, s Subject, start time.Time) (Token, time.Time, error) {
+func (c *Cache) fetchShared(ctx context.Context, s Subject, start time.Time, rejected string) (Token, time.Time, error) {
 	sh := c.o.Shared
 	waited := false
 	// Waiting for another replica ends at half the fetch timeout, so that a
@@ -360,7 +368,7 @@ func (c *Cache) fetchShared(ctx context.Context, s Subject, start time.Time) (To
 			return Token{}, time.Time{}, err
 		}
 		now := c.o.Now()
-		if ok && sharedFresh(tok, obtained, now) {
+		if ok && sharedFresh(tok, obtained, now) && tok.access != rejected {
 			c.o.Metrics.FleetCache(true)
 			if waited {
 				c.o.Metrics.FleetLockWait(now.Sub(start))
@@ -377,7 +385,7 @@ func (c *Cache) fetchShared(ctx context.Context, s Subject, start time.Time) (To
 				c.o.Metrics.FleetLockWait(c.o.Now().Sub(start))
 			}
 			// Another replica may have stored one between Get and TryLock.
-			if tok, obtained, ok, err := sh.Get(ctx, s); err == nil && ok && sharedFresh(tok, obtained, c.o.Now()) {
+			if tok, obtained, ok, err := sh.Get(ctx, s); err == nil && ok && sharedFresh(tok, obtained, c.o.Now()) && tok.access != rejected {
 				c.o.Metrics.FleetCache(true)
 				return tok, obtained, nil
 			}

@@ -223,6 +223,10 @@ func (o *OAuth) Token(ctx context.Context, _ Subject) (Token, error) {
 		err := o.syncLocked(sctx)
 		cancel()
 		if err != nil {
+			if o.st.RefreshToken == "" && o.st.Rejected == nil {
+				// Not "log in": the login may well be in Redis.
+				return Token{}, fmt.Errorf("oauth: cannot read the fleet's login: %w", err)
+			}
 			// Serve the access token in hand; a refresh needs Redis.
 			o.log.Debug().Err(err).Msg("oauth: cannot read the fleet's login; using the one in memory")
 		}
@@ -513,10 +517,13 @@ func decodeShared(data []byte) (storeData, error) {
 	return parseStore(data)
 }
 
-// syncLocked takes the fleet's login when its version differs from the one in
-// memory. A version that went back (Redis lost its data: restarted without
-// persistence, failed over) is not taken when memory holds a newer login:
-// memory is written back instead, fenced, so that one replica restores it.
+// syncLocked takes the fleet's login when it differs from the one in memory.
+// Versions fence writes but do not tell old from new after Redis lost its
+// data (restarted without persistence, failed over to a lagging replica):
+// they start again from 0. So the logins themselves are compared: a stored
+// login older than memory's (or none, at a version not above memory's) is
+// not taken; memory is written back instead, fenced, and the newest login
+// among the replicas wins.
 func (o *OAuth) syncLocked(ctx context.Context) error {
 	if o.dirty {
 		return nil // memory is newer than the store: saveLocked comes first
@@ -525,24 +532,24 @@ func (o *OAuth) syncLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if v == o.ver {
-		return nil
-	}
 	st, err := decodeShared(data)
 	if err != nil {
 		return fmt.Errorf("%w: the fleet's login in Redis is unusable: %v", ErrFleet, err)
 	}
-	if v < o.ver && o.st.RefreshToken != "" && (st.RefreshToken == "" || o.st.RefreshObtained.After(st.RefreshObtained)) {
+	if st.RefreshToken == o.st.RefreshToken && st.AccessToken == o.st.AccessToken {
+		o.st, o.ver = st, v // the user's name may have changed
+		return nil
+	}
+	lost := o.st.RefreshToken != "" &&
+		((st.RefreshToken == "" && st.Rejected == nil && v <= o.ver) ||
+			(st.RefreshToken != "" && o.st.RefreshObtained.After(st.RefreshObtained)))
+	if lost {
 		o.log.Warn().Int64("redis_version", v).Int64("known_version", o.ver).
-			Msg("oauth: Redis lost the fleet's login (restarted without persistence?); writing back this replica's")
+			Msg("oauth: Redis holds an older login than this replica (it lost data: restarted without persistence?); writing back this replica's")
 		o.ver = v
 		return o.saveSharedLocked(ctx)
 	}
-	if st.AccessToken != o.st.AccessToken || st.RefreshToken != o.st.RefreshToken {
-		o.setLocked(st)
-	} else {
-		o.st = st
-	}
+	o.setLocked(st)
 	o.ver = v
 	return nil
 }
@@ -556,6 +563,11 @@ func (o *OAuth) RunKeepalive(ctx context.Context) {
 		return
 	}
 	every := min(max(o.keepalive/20, 50*time.Millisecond), 10*time.Minute)
+	if o.shared != nil {
+		// Also follow the fleet's login, so that this replica's memory is
+		// never far behind it (it is what Redis is restored from).
+		every = min(every, 5*time.Second)
+	}
 	for {
 		select {
 		case <-ctx.Done():

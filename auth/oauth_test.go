@@ -709,3 +709,37 @@ func decodeFor(t *testing.T, data []byte) storeData {
 	}
 	return st
 }
+
+func TestIdleLoginIsRefreshedByKeepAliveAndOnlyWhenDue(t *testing.T) {
+	f := newOAuthFixture(t)
+	o := f.open(t)
+	o.keepalive = 72 * time.Hour
+	f.login(t, o)
+	tok, err := o.Token(context.Background(), self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(71 * time.Hour)
+	o.keepaliveOnce(context.Background())
+	if n := f.box.refreshes.Load(); n != 0 {
+		t.Fatalf("%d refreshes before the keep-alive interval passed", n)
+	}
+	f.clock.Advance(2 * time.Hour)
+	o.keepaliveOnce(context.Background())
+	if n := f.box.refreshes.Load(); n != 1 {
+		t.Fatalf("%d refreshes once the login was idle for longer than the keep-alive interval, want 1", n)
+	}
+	if st := f.stored(t); !st.RefreshObtained.Equal(f.clock.Now()) {
+		t.Fatal("the keep-alive refresh was not saved")
+	}
+	o.keepaliveOnce(context.Background())
+	if n := f.box.refreshes.Load(); n != 1 {
+		t.Fatalf("a second keep-alive right after the first refreshed again (%d)", n)
+	}
+	// The next caller gets the keep-alive's access token, with no refresh.
+	next, err := o.Token(context.Background(), self)
+	if err != nil || next.Access() == tok.Access() || f.box.refreshes.Load() != 1 || f.box.reused() != 0 {
+		t.Fatalf("after keep-alive: err %v, same token %v, %d refreshes", err, next.Access() == tok.Access(), f.box.refreshes.Load())
+	}
+	f.checkNoSecretLogged(t)
+}

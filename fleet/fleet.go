@@ -80,6 +80,10 @@ func Open(o Options) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
+	logOnce.Do(func() {
+		u, _ := url.Parse(o.URL)
+		redis.SetLogger(redisLogger{log: o.Logger, u: u})
+	})
 	sum := sha256.Sum256([]byte("boxproxy fleet\x00" + o.App))
 	f := &Fleet{
 		rdb: rdb, sl: o.Seal, lease: o.Lease, timeout: o.Timeout, m: o.Metrics, log: o.Logger,
@@ -100,6 +104,20 @@ func Open(o Options) (*Fleet, error) {
 	f.wg.Add(1)
 	go f.watch()
 	return f, nil
+}
+
+// logOnce: go-redis has one logger per process.
+var logOnce sync.Once
+
+// redisLogger sends go-redis's own messages to the log at debug level,
+// without the URL's password, instead of plain lines on stderr.
+type redisLogger struct {
+	log zerolog.Logger
+	u   *url.URL
+}
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug().Str("component", "go-redis").Msg(scrub(fmt.Sprintf(format, v...), l.u))
 }
 
 // newClient picks the client the URL asks for: Sentinel (master_name=),
@@ -285,7 +303,7 @@ func (f *Fleet) lock(ctx context.Context, key string, wait bool) (func(), bool, 
 			ok, err = f.rdb.SetNX(ctx, key, owner, f.lease).Result()
 			return err
 		})
-		if err != nil {
+		if err != nil && !wait {
 			return nil, false, err
 		}
 		if ok {
@@ -293,6 +311,15 @@ func (f *Fleet) lock(ctx context.Context, key string, wait bool) (func(), bool, 
 		}
 		if !wait {
 			return nil, false, nil
+		}
+		if err != nil {
+			// Redis is away: wait for it as for a holder, until ctx ends.
+			select {
+			case <-ctx.Done():
+				return nil, false, err
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():

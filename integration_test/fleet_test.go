@@ -529,3 +529,39 @@ func BenchmarkFleetReplicaRequests(b *testing.B) {
 		})
 	}
 }
+
+func TestFleetOAuthLoginSurvivesARedisRestartThatLostEverything(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t, func(c *fakebox.Config) { c.OAuthUserID = userBob })
+	r := redistest.Start(t)
+	procs := oauthFleet(t, box, r, 3)
+	for _, p := range procs {
+		if status, id := meAs(t, p.URL); status != http.StatusOK || id != userBob {
+			t.Fatalf("%s: %d %s", p.URL, status, id)
+		}
+	}
+	r.Restart() // no persistence: the login is gone from Redis
+	for _, p := range procs {
+		waitUntil(t, 10*time.Second, func() bool {
+			status, body := fleetGet(t, p.URL, "/readyz")
+			return status == http.StatusOK && !strings.Contains(body, "degraded")
+		}, "the replica to use Redis again")
+	}
+	// Every token expires: each replica needs a refresh, which only the
+	// login in the replicas' memory can pay for; they write it back.
+	box.ExpireAll()
+	for round := range 2 {
+		for _, p := range procs {
+			if status, id := meAs(t, p.URL); status != http.StatusOK || id != userBob {
+				t.Fatalf("round %d, %s after Redis lost the login: %d %s", round, p.URL, status, id)
+			}
+		}
+	}
+	if _, failed := grantRequests(box, "refresh_token"); failed != 0 {
+		t.Fatalf("%d refreshes were rejected: a refresh token was used twice", failed)
+	}
+	if !strings.Contains(r.Dump(t), "}:login") {
+		t.Fatal("the login was not written back to Redis")
+	}
+	checkRedisHoldsNoSecret(t, r, box)
+}
