@@ -108,6 +108,7 @@ type TokenRequest struct {
 type Request struct {
 	Host     string // "api", "upload" or "download"
 	Method   string
+	Proto    string // HTTP/1.1 or HTTP/2.0
 	Path     string // EscapedPath
 	RawQuery string
 	Header   http.Header
