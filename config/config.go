@@ -161,11 +161,13 @@ func expandFiles(environ []string, ps *problems) map[string]string {
 				hint = "; to give the value itself, set " + Prefix + name + " instead"
 			}
 			ps.add(name+"_FILE", "cannot read the file it names (%v): it takes the path of %s%s", UnwrapPathError(err), what, hint)
+			ps.mark(name)
 			continue
 		}
 		v := strings.TrimRight(string(data), "\r\n")
 		if v == "" {
 			ps.add(name+"_FILE", "the file it names is empty: it must hold %s", f.Tag.Get("what"))
+			ps.mark(name)
 			continue
 		}
 		vars[Prefix+name] = v

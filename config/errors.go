@@ -57,6 +57,15 @@ func (ps *problems) add(name, format string, args ...any) {
 	ps.list = append(ps.list, Problem{Var: v, Msg: fmt.Sprintf(format, args...)})
 }
 
+// mark keeps later problems off name, whose cause is already reported
+// (a _FILE that cannot be read leaves its variable unset).
+func (ps *problems) mark(name string) {
+	if ps.seen == nil {
+		ps.seen = map[string]bool{}
+	}
+	ps.seen[Prefix+name] = true
+}
+
 func (ps *problems) has(name string) bool { return ps.seen[Prefix+name] }
 
 func (ps *problems) err() error {
