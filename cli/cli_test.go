@@ -194,3 +194,56 @@ func TestCLICheckSaysOKOrExitsNonZeroWithTheReason(t *testing.T) {
 		t.Errorf("check with a wrong secret: %d %q %q; want 1 and one line without the secret", code, stdout, stderr)
 	}
 }
+
+func TestCLIHelpOfEveryCommandPrintsUsageAndRunsNothing(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	env := append(ccgEnv(box, clientSecret), "BOXPROXY_LISTEN=127.0.0.1:1") // serving would fail: port 1 is privileged
+	for _, cmd := range []string{"", "serve", "token", "check", "login", "logout", "demo", "version", "help"} {
+		for _, h := range []string{"--help", "-h"} {
+			args := []string{h}
+			if cmd != "" {
+				args = []string{cmd, h}
+			}
+			code, stdout, stderr := run(t, env, args...)
+			if code != 0 || stderr != "" || !strings.Contains(stdout, "Usage:") {
+				t.Errorf("%v: %d, stderr %q, stdout %.60q; want 0 and usage", args, code, stderr, stdout)
+			}
+		}
+	}
+	if n := len(box.TokenRequests()); n != 0 {
+		t.Errorf("--help made %d token requests", n)
+	}
+}
+
+func TestCLIUnknownVariableFailsCheckAndIsAPlainWarningForToken(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	env := append(ccgEnv(box, clientSecret), "BOXPROXY_TOKEN_CACHE=5")
+	code, stdout, stderr := run(t, env, "check")
+	if code != 1 || stdout != "" || stderr != "boxproxy check: BOXPROXY_TOKEN_CACHE: unknown variable; did you mean BOXPROXY_TOKEN_CACHE_SIZE?\n" {
+		t.Errorf("check: %d %q %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, env, "token")
+	if code != 0 || !regexp.MustCompile(`^\S+\n$`).MatchString(stdout) ||
+		stderr != "boxproxy token: warning: BOXPROXY_TOKEN_CACHE: unknown variable; did you mean BOXPROXY_TOKEN_CACHE_SIZE? (ignored)\n" {
+		t.Errorf("token: %d %q %q", code, stdout, stderr)
+	}
+}
+
+func TestCLIFlagWinsOverItsVariableAndItsErrorsNameTheFlag(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	// --auth oauth over a ccg environment: the enterprise ID no longer fits.
+	code, _, stderr := run(t, append(ccgEnv(box, clientSecret), "BOXPROXY_AUTH=ccg"), "check", "--auth", "oauth")
+	if code != 1 || !strings.Contains(stderr, "BOXPROXY_ENTERPRISE_ID: set, but the oauth method does not use it") {
+		t.Errorf("check --auth oauth: %d %q", code, stderr)
+	}
+	code, _, stderr = run(t, ccgEnv(box, clientSecret), "check", "--auth=basic")
+	if code != 1 || !strings.Contains(stderr, "--auth (BOXPROXY_AUTH): unknown method") {
+		t.Errorf("check --auth=basic: %d %q", code, stderr)
+	}
+	if n := len(box.TokenRequests()); n != 0 {
+		t.Errorf("%d token requests for refused configurations", n)
+	}
+}

@@ -85,7 +85,7 @@ func TestConfigUnknownVariablesAreReportedWithTheClosestKnownName(t *testing.T) 
 	t.Parallel()
 	got := config.Unknown([]string{
 		"BOXPROXY_ENTERPRISEID=1", "BOXPROXY_LOG_LEVLE=debug", "BOXPROXY_client_secret=x", "BOXPROXY_JWT_PRIVATE_KEY_FILE=/k.pem",
-		"BOXPROXY_SOMETHING_ELSE_ENTIRELY=1", "BOXPROXY_LISTEN=127.0.0.1:1", "BOXPROXY_CLIENT_SECRET_FILE=/s", "PATH=/bin", "BOXPROXYLISTEN=1",
+		"BOXPROXY_SOMETHING_ELSE_ENTIRELY=1", "BOXPROXY_TOKEN_CACHE=5", "BOXPROXY_CLIENT_SECRET_PATH=/s", "BOXPROXY_LISTEN=127.0.0.1:1", "BOXPROXY_CLIENT_SECRET_FILE=/s", "PATH=/bin", "BOXPROXYLISTEN=1",
 	})
 	want := map[string]string{
 		"BOXPROXY_ENTERPRISEID":            "did you mean BOXPROXY_ENTERPRISE_ID?",
@@ -93,6 +93,8 @@ func TestConfigUnknownVariablesAreReportedWithTheClosestKnownName(t *testing.T) 
 		"BOXPROXY_client_secret":           "did you mean BOXPROXY_CLIENT_SECRET?",
 		"BOXPROXY_JWT_PRIVATE_KEY_FILE":    "did you mean BOXPROXY_JWT_PRIVATE_KEY?",
 		"BOXPROXY_SOMETHING_ELSE_ENTIRELY": "boxproxy --help lists every variable",
+		"BOXPROXY_TOKEN_CACHE":             "did you mean BOXPROXY_TOKEN_CACHE_SIZE?",
+		"BOXPROXY_CLIENT_SECRET_PATH":      "did you mean BOXPROXY_CLIENT_SECRET_FILE?",
 	}
 	if len(got) != len(want) {
 		t.Errorf("Unknown = %v, want %d problems", got, len(want))

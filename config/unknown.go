@@ -59,16 +59,21 @@ func Unknown(environ []string) []Problem {
 // or "" when none is near enough to be a likely typo.
 func closest(name string, names []string) string {
 	u := strings.ToUpper(strings.TrimPrefix(name, Prefix))
-	best, bestD := "", 1<<30
+	limit := max(2, len(u)/3) // a third of the name may be wrong: ENTERPRISEID, LOG_LEVLE
+	best, bestScore, bestD := "", 1<<30, 1<<30
 	for _, n := range names {
-		d := levenshtein.ComputeDistance(u, strings.TrimPrefix(n, Prefix))
-		if d < bestD {
-			best, bestD = n, d
+		k := strings.TrimPrefix(n, Prefix)
+		d := levenshtein.ComputeDistance(u, k)
+		score := d
+		// A name cut short or run on (TOKEN_CACHE, CLIENT_SECRET_PATH) is near too.
+		if short := min(len(u), len(k)); short >= 5 && (strings.HasPrefix(k, u) || strings.HasPrefix(u, k)) {
+			score = min(d, limit)
+		}
+		if score < bestScore || (score == bestScore && d < bestD) {
+			best, bestScore, bestD = n, score, d
 		}
 	}
-	// A third of the name may be wrong: ENTERPRISEID, LOG_LEVLE, TOKEN_CACHE,
-	// but not a name that merely shares the prefix.
-	if limit := max(2, len(u)/3); bestD > limit {
+	if bestScore > limit {
 		return ""
 	}
 	return best
