@@ -42,9 +42,13 @@ type oauthWeb struct {
 }
 
 func newOAuthWeb(s *Server, o *auth.OAuth) *oauthWeb {
+	client := s.auth.Client
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
 	return &oauthWeb{
 		s: s, o: o,
-		client: &http.Client{Timeout: 10 * time.Second},
+		client: client,
 		now:    time.Now,
 		states: map[string]time.Time{},
 		done:   make(chan struct{}),
