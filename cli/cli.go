@@ -289,7 +289,7 @@ func (r *runner) environWith(cmd *cobra.Command) (env []string, fromFlag map[str
 func (r *runner) load(cmd *cobra.Command, strict bool) (*config.Config, []config.Problem, error) {
 	env, fromFlag := r.environWith(cmd)
 	unknown := config.Unknown(r.environ)
-	cfg, err := config.Load(env)
+	cfg, err := config.LoadWith(env, config.Options{CheckKey: checkKey})
 	var errs config.Errors
 	if err != nil && !errors.As(err, &errs) {
 		return nil, unknown, err
@@ -304,6 +304,13 @@ func (r *runner) load(cmd *cobra.Command, strict bool) (*config.Config, []config
 		return nil, nil, all
 	}
 	return cfg, unknown, nil
+}
+
+// checkKey opens the jwt method's private key while the configuration is
+// checked, so that a wrong passphrase is one of the problems listed at once.
+func checkKey(pemKey []byte, passphrase string) error {
+	_, err := auth.ParsePrivateKey(pemKey, passphrase)
+	return err
 }
 
 // warn prints plain warning sentences for a command that is not serve.

@@ -116,8 +116,21 @@ func (b *ByteSize) UnmarshalText(t []byte) error {
 // all of it. Its error is an Errors listing every problem at once, each
 // naming its variable and never its value. Unknown BOXPROXY_* variables are
 // not its business: see Unknown.
-func Load(environ []string) (*Config, error) {
+func Load(environ []string) (*Config, error) { return LoadWith(environ, Options{}) }
+
+// Options adjust LoadWith.
+type Options struct {
+	// CheckKey, when set, is asked whether the jwt method's private key opens
+	// with its passphrase (config does no cryptography itself), so that a wrong
+	// passphrase is listed with every other problem. Its error must not quote
+	// the key or the passphrase.
+	CheckKey func(pemKey []byte, passphrase string) error
+}
+
+// LoadWith is Load with options.
+func LoadWith(environ []string, o Options) (*Config, error) {
 	var ps problems
+	ps.checkKey = o.CheckKey
 	vars := expandFiles(environ, &ps)
 	var c Config
 	if err := env.ParseWithOptions(&c, env.Options{Prefix: Prefix, Environment: vars}); err != nil {

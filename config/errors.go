@@ -41,8 +41,9 @@ func (e Errors) Unwrap() []error {
 // problems collects Problems; a variable that already has one gets no second
 // (a value that does not parse is not also "too small").
 type problems struct {
-	list Errors
-	seen map[string]bool
+	list     Errors
+	seen     map[string]bool
+	checkKey func([]byte, string) error
 }
 
 func (ps *problems) add(name, format string, args ...any) {

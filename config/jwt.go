@@ -101,6 +101,18 @@ func (c *Config) resolveJWT(ps *problems) {
 		}
 	}
 	c.JWTKey = key
+	if key != nil && ps.checkKey != nil && !ps.has("JWT_PRIVATE_KEY") && !ps.has("JWT_PASSPHRASE") && !ps.has("JWT_CONFIG") {
+		if err := ps.checkKey(key, c.JWTPassphrase); err != nil {
+			switch msg := oneLine(err.Error()); {
+			case strings.Contains(msg, "passphrase"):
+				ps.add("JWT_PASSPHRASE", "%s", msg)
+			case c.JWTKeyVar != Prefix+"JWT_PRIVATE_KEY":
+				ps.add("JWT_CONFIG", "boxAppSettings.appAuth.privateKey: %s", msg)
+			default:
+				ps.add("JWT_PRIVATE_KEY", "%s", msg)
+			}
+		}
+	}
 	inFile := func(f string) string {
 		if c.JWTConfig == "" {
 			return ""

@@ -280,3 +280,25 @@ func TestConfigSaysWhyItChoseTheAuthMethod(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigCheckKeyListsAKeyProblemWithTheOthers(t *testing.T) {
+	t.Parallel()
+	var calls int
+	check := func(pemKey []byte, pass string) error {
+		calls++
+		if string(pemKey) != fakePEM || pass != passphrase {
+			t.Errorf("CheckKey got another key or passphrase")
+		}
+		return errors.New("cannot decrypt the private key: wrong passphrase")
+	}
+	_, err := config.LoadWith(env(jwtCfg, "BOXPROXY_LOG_LEVEL=loudXQ"), config.Options{CheckKey: check})
+	if err == nil || !strings.Contains(err.Error(), "BOXPROXY_JWT_PASSPHRASE: cannot decrypt the private key: wrong passphrase") ||
+		!strings.Contains(err.Error(), "BOXPROXY_LOG_LEVEL: ") || calls != 1 {
+		t.Errorf("LoadWith: %v (%d calls), want the passphrase and the log level", err, calls)
+	}
+	// A key that cannot be had is not checked.
+	_, _ = config.LoadWith([]string{"BOXPROXY_JWT_CONFIG=/nonexistent/config.json"}, config.Options{CheckKey: check})
+	if calls != 1 {
+		t.Errorf("CheckKey called without a key")
+	}
+}

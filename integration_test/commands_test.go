@@ -189,6 +189,23 @@ func TestCommandsCheckAndAFailedStartListEveryConfigurationErrorAtOnce(t *testin
 	}
 }
 
+func TestCommandsAWrongPassphraseIsListedWithTheOtherConfigurationErrors(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	app := newJWTApp(t, box)
+	wrong := "wrong-" + randomHex(t, 8)
+	file := writeJWTConfigFile(t, t.TempDir(), testClientID, testClientSecret, testKeyID, string(app.pems[0]), wrong, testEnterpriseID)
+	for _, args := range [][]string{{"check"}, nil} {
+		stdout, stderr, code := runBinary(t, with(boxEnv(box), "BOXPROXY_JWT_CONFIG="+file, "BOXPROXY_LOG_FORMAT=xml", "BOXPROXY_LISTEN=127.0.0.1:0"), args...)
+		lines := opsHumanLines(stderr)
+		if code != 1 || len(lines) != 1 || !strings.Contains(lines[0], "2 configuration errors: ") ||
+			!strings.Contains(lines[0], "BOXPROXY_JWT_PASSPHRASE: cannot decrypt the private key") || !strings.Contains(lines[0], "BOXPROXY_LOG_FORMAT: ") {
+			t.Errorf("boxproxy %v: exit %d, stderr %q; want one line with both the passphrase and the log format", args, code, stderr)
+		}
+		assertNoSecretPieces(t, "output", stdout+stderr, append(app.Secrets(), wrong)...)
+	}
+}
+
 func TestCommandsJWTFileAndVariablesThatDisagreeAreAnErrorNotASilentChoice(t *testing.T) {
 	t.Parallel()
 	box := startBox(t)
