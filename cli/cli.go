@@ -46,6 +46,9 @@ func init() {
 func Main(args, environ []string, stdout, stderr io.Writer, version string) int {
 	r := &runner{environ: environ, stdout: stdout, stderr: stderr, build: buildinfo.Read(version)}
 	root := r.commands()
+	if args == nil {
+		args = []string{} // cobra reads os.Args for nil
+	}
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
