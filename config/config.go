@@ -167,7 +167,7 @@ func expandFiles(environ []string, ps *problems) map[string]string {
 			ps.add(name+"_FILE", "%s%s is set too: set only one of them", Prefix, name)
 			continue
 		}
-		data, err := os.ReadFile(path)
+		data, err := os.ReadFile(strings.TrimSpace(path))
 		if err != nil {
 			hint := valueHint(path)
 			if hint == "" {

@@ -45,7 +45,11 @@ func (c *Config) resolveJWT(ps *problems) {
 		if looksPEM(c.JWTPrivateKey) {
 			key = []byte(c.JWTPrivateKey)
 		} else if data, ok := readPath(ps, "JWT_PRIVATE_KEY", c.JWTPrivateKey, "a PEM private key file (or the PEM text itself)"); ok {
-			key = data
+			if bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+				ps.add("JWT_PRIVATE_KEY", "the file it names holds JSON, not a PEM key: the Developer Console's JSON file goes in %sJWT_CONFIG", Prefix)
+			} else {
+				key = data
+			}
 		}
 	}
 	if c.JWTConfig != "" {
@@ -59,7 +63,11 @@ func (c *Config) resolveJWT(ps *problems) {
 		}
 		var f appConfig
 		if err := json.Unmarshal(data, &f); err != nil {
-			ps.add("JWT_CONFIG", "%s", jsonProblem(err))
+			hint := ""
+			if looksPEM(string(data)) {
+				hint = "; it holds a PEM key, which goes in " + Prefix + "JWT_PRIVATE_KEY"
+			}
+			ps.add("JWT_CONFIG", "%s%s", jsonProblem(err), hint)
 			return
 		}
 		s, field := &f.BoxAppSettings, func(name string) string { return name + " in " + Prefix + "JWT_CONFIG" }
@@ -138,7 +146,7 @@ func (c *Config) resolveJWT(ps *problems) {
 // the value: a value put in a path variable by mistake is often the secret
 // itself.
 func readPath(ps *problems, name, path, what string) ([]byte, bool) {
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(strings.TrimSpace(path))
 	if err != nil {
 		ps.add(name, "cannot read the file it names (%v): it takes the path of %s%s", UnwrapPathError(err), what, valueHint(path))
 		return nil, false

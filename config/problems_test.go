@@ -302,3 +302,26 @@ func TestConfigCheckKeyListsAKeyProblemWithTheOthers(t *testing.T) {
 		t.Errorf("CheckKey called without a key")
 	}
 }
+
+func TestConfigTheKeyAndTheJSONFileSwappedSayWhereEachGoes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	keyFile, jsonFile := filepath.Join(dir, "key.pem"), filepath.Join(dir, "config.json")
+	if err := os.WriteFile(keyFile, []byte(fakePEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(jsonFile, []byte(appJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := config.Load([]string{"BOXPROXY_JWT_CONFIG=" + keyFile + "\n"}) // a path with a line break from $(…) works as a path
+	if err == nil || !strings.Contains(err.Error(), "BOXPROXY_JWT_CONFIG: not valid JSON") || !strings.Contains(err.Error(), "goes in BOXPROXY_JWT_PRIVATE_KEY") {
+		t.Errorf("key file as JWT_CONFIG: %v", err)
+	}
+	_, err = config.Load(env(jwtKey[1:], "BOXPROXY_JWT_PRIVATE_KEY="+jsonFile))
+	if err == nil || !strings.Contains(err.Error(), "BOXPROXY_JWT_PRIVATE_KEY: the file it names holds JSON") || !strings.Contains(err.Error(), "goes in BOXPROXY_JWT_CONFIG") {
+		t.Errorf("JSON file as JWT_PRIVATE_KEY: %v", err)
+	}
+	if err != nil && strings.Contains(err.Error(), marker) {
+		t.Errorf("error %q holds a secret", err)
+	}
+}
