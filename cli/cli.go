@@ -46,8 +46,14 @@ func init() {
 func Main(args, environ []string, stdout, stderr io.Writer, version string) int {
 	r := &runner{environ: environ, stdout: stdout, stderr: stderr, build: buildinfo.Read(version)}
 	root := r.commands()
-	if args == nil {
-		args = []string{} // cobra reads os.Args for nil
+	args = append([]string{}, args...) // never nil: cobra reads os.Args for nil
+	for i, a := range args {
+		if a == "-help" { // Go's flag package accepts it; pflag would read -h -e -l -p
+			args[i] = "--help"
+		}
+		if a == "--" {
+			break
+		}
 	}
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -63,7 +69,7 @@ func Main(args, environ []string, stdout, stderr io.Writer, version string) int 
 		name = "boxproxy serve"
 	}
 	var ue usageError
-	if errors.As(err, &ue) || isCobraUsageError(err) {
+	if errors.As(err, &ue) {
 		help := "boxproxy --help"
 		if cmd != nil && cmd != root {
 			help = cmd.CommandPath() + " --help"
@@ -79,14 +85,6 @@ func Main(args, environ []string, stdout, stderr io.Writer, version string) int 
 type usageError struct{ error }
 
 func (u usageError) Unwrap() error { return u.error }
-
-// isCobraUsageError recognises the errors cobra makes itself while finding the command.
-func isCobraUsageError(err error) bool {
-	s := err.Error()
-	return strings.HasPrefix(s, "unknown command") || strings.HasPrefix(s, "unknown flag") ||
-		strings.HasPrefix(s, "unknown shorthand flag") || strings.HasPrefix(s, "flag needs an argument") ||
-		strings.HasPrefix(s, "invalid argument")
-}
 
 type runner struct {
 	environ        []string
@@ -148,6 +146,18 @@ func (r *runner) commands() *cobra.Command {
 		defaultHelp(c, args)
 	})
 	root.Flags().BoolP("version", "v", false, "print the version and exit")
+	root.SetHelpCommand(&cobra.Command{
+		Use:   "help [command]",
+		Short: "help about any command",
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := root.Find(args)
+			if err != nil || len(rest) > 0 {
+				word := strings.Join(args, " ")
+				return usageError{fmt.Errorf("no help for %q: not a command", clip(word))}
+			}
+			return target.Help()
+		},
+	})
 	serveFlags := func(fs *pflag.FlagSet) {
 		envFlag(fs, "listen", "LISTEN", "address to serve on")
 		envFlag(fs, "admin-listen", "ADMIN_LISTEN", "address for /healthz, /readyz and /metrics")
