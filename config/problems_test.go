@@ -109,6 +109,13 @@ func TestConfigUnknownVariablesAreReportedWithTheClosestKnownName(t *testing.T) 
 			t.Errorf("%s: %q, want it to say %q", p.Var, p.Msg, w)
 		}
 	}
+	// Kubernetes' service links for a Service named boxproxy or boxproxy-admin are not typos.
+	links := []string{"BOXPROXY_SERVICE_HOST=10.0.0.1", "BOXPROXY_SERVICE_PORT=8080", "BOXPROXY_SERVICE_PORT_HTTP=8080", "BOXPROXY_PORT=tcp://10.0.0.1:8080",
+		"BOXPROXY_PORT_8080_TCP=tcp://10.0.0.1:8080", "BOXPROXY_PORT_8080_TCP_PROTO=tcp", "BOXPROXY_PORT_8080_TCP_PORT=8080",
+		"BOXPROXY_PORT_8080_TCP_ADDR=10.0.0.1", "BOXPROXY_ADMIN_SERVICE_HOST=10.0.0.2", "BOXPROXY_ADMIN_PORT_9090_TCP_ADDR=10.0.0.2"}
+	if u := config.Unknown(links); len(u) != 0 {
+		t.Errorf("Kubernetes service-link variables reported: %v", u)
+	}
 	for _, n := range config.Names() {
 		if u := config.Unknown([]string{n + "=1"}); len(u) != 0 {
 			t.Errorf("%s, a known name, is reported: %v", n, u)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -41,7 +42,7 @@ func Unknown(environ []string) []Problem {
 	seen := map[string]bool{}
 	for _, kv := range environ {
 		k, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(k, Prefix) || known[k] || seen[k] {
+		if !strings.HasPrefix(k, Prefix) || known[k] || seen[k] || serviceLink.MatchString(k) {
 			continue
 		}
 		seen[k] = true
@@ -54,6 +55,12 @@ func Unknown(environ []string) []Problem {
 	sort.Slice(out, func(i, j int) bool { return out[i].Var < out[j].Var })
 	return out
 }
+
+// serviceLink matches the variables Kubernetes puts into every pod for each
+// Service of its namespace (enableServiceLinks): a Service named boxproxy (or
+// boxproxy-admin…) gives BOXPROXY_SERVICE_HOST, BOXPROXY_PORT_8080_TCP_ADDR and
+// the like. They are not typos, and must not fail boxproxy check.
+var serviceLink = regexp.MustCompile(`^` + Prefix + `([A-Z0-9_]+_)?(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
 
 // closest is the known name nearest to name (case-insensitive edit distance),
 // or "" when none is near enough to be a likely typo.
