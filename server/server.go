@@ -67,7 +67,7 @@ func NewWithAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, a *
 	}
 	p, err := proxy.New(proxy.Options{
 		Transport: rt,
-		API: cfg.API, Upload: cfg.Upload, Public: cfg.Public,
+		API:       cfg.API, Upload: cfg.Upload, Public: cfg.Public,
 		Tokens: a.Cache, DefaultSubject: a.Default,
 		AsUserToken:     cfg.AsUser == config.AsUserToken,
 		AllowedUsers:    cfg.AllowedUsers,
