@@ -607,9 +607,9 @@ func TestOAuthKill9InALoopNeverLosesTheLogin(t *testing.T) {
 	}
 	var journals, saves []float64
 	for _, l := range logLines(t, stderr.String()) {
-		if v, ok := l["save_took"].(float64); ok {
+		if v, ok := l["save_took_ms"].(float64); ok {
 			saves = append(saves, v)
-			journals = append(journals, l["journal_took"].(float64))
+			journals = append(journals, l["journal_took_ms"].(float64))
 		}
 	}
 	if len(saves) > 0 {

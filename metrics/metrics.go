@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/boxproxy/boxproxy/buildinfo"
 )
 
 // Metrics are the collectors boxproxy exports on /metrics.
@@ -26,6 +28,7 @@ type Metrics struct {
 	cacheHits        prometheus.Counter
 	cacheMisses      prometheus.Counter
 	cacheEvictions   prometheus.Counter
+	buildInfo        *prometheus.GaugeVec // version, revision, goversion
 
 	// fast paths for the labels of every proxied request
 	apiOK, uploadOK prometheus.Counter
@@ -74,7 +77,12 @@ func New() *Metrics {
 		Name: "boxproxy_token_cache_evictions_total",
 		Help: "Subjects' tokens dropped from the cache because it was full.",
 	})
-	m.reg.MustRegister(m.requests, m.inFlight, m.upstreamDuration, m.retries, m.tokenRequests,
+	m.buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "boxproxy_build_info",
+		Help: "Always 1; its labels say which build runs: module version, VCS revision and Go version (as boxproxy version prints them).",
+	}, []string{"version", "revision", "goversion"})
+	m.SetBuildInfo(buildinfo.Read(""))
+	m.reg.MustRegister(m.buildInfo, m.requests, m.inFlight, m.upstreamDuration, m.retries, m.tokenRequests,
 		m.tokenDuration, m.cacheHits, m.cacheMisses, m.cacheEvictions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.apiOK = m.requests.WithLabelValues("api", "200")
@@ -82,6 +90,16 @@ func New() *Metrics {
 	m.apiDur = m.upstreamDuration.WithLabelValues("api")
 	m.upDur = m.upstreamDuration.WithLabelValues("upload")
 	return m
+}
+
+// SetBuildInfo replaces the labels of boxproxy_build_info, for a version
+// given at link time.
+func (m *Metrics) SetBuildInfo(i buildinfo.Info) {
+	if m == nil {
+		return
+	}
+	m.buildInfo.Reset()
+	m.buildInfo.WithLabelValues(i.Version, i.Revision, i.GoVersion).Set(1)
 }
 
 // Handler serves the metrics in Prometheus text format.

@@ -473,7 +473,7 @@ func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) er
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := s.Shutdown(sctx); err != nil {
-		s.log.Warn().Dur("shutdown_timeout", s.cfg.ShutdownTimeout).Msg("in-flight requests did not finish in time; closed them")
+		s.log.Warn().Dur("shutdown_timeout_ms", s.cfg.ShutdownTimeout).Msg("in-flight requests did not finish in time; closed them")
 	} else {
 		s.log.Info().Msg("all requests finished; stopped")
 	}
