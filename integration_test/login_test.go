@@ -97,6 +97,9 @@ func TestLoginCallbackReloadedSaysTheLoginIsOverNotThatItWasStartedElsewhere(t *
 		}
 		checkPage(t, box, page, "already complete")
 	}
+	if n := len(box.TokenRequests()); n != tokenReqs {
+		t.Errorf("reloads of a completed login reached the token endpoint %d times", n-tokenReqs)
+	}
 	// A denied login, reloaded: the same denial page, not a foreign login.
 	box.SetDenyLogin(true)
 	denied := br.startLogin(public, box)
