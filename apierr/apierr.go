@@ -4,8 +4,13 @@ package apierr
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
+	"time"
+
+	"github.com/boxproxy/boxproxy/accesslog"
 )
 
 // Body is the JSON shape of an error: the same fields Box uses.
@@ -52,4 +57,36 @@ func WriteError(w http.ResponseWriter, e *Error) {
 		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	}
 	Write(w, e.Status, e.Code, e.Message)
+}
+
+// Bounds on reading the body of a request that is refused before its body
+// was read (see Refuse).
+const (
+	DrainLimit = 64 << 20
+	DrainTime  = 15 * time.Second
+)
+
+// Refuse answers r with e, notes e's code for the access log, and makes sure
+// the client reads the answer. A client still sending a body would otherwise
+// meet a reset: net/http closes a connection whose unread body is large, and
+// the client's next write then fails before it reads the error. So the
+// answer is sent first and the body is read and dropped afterwards, up to
+// DrainLimit bytes and DrainTime; the connection then stays usable. A client
+// that sent Expect: 100-continue has sent no body, and needs none of this.
+func Refuse(w http.ResponseWriter, r *http.Request, e *Error) {
+	accesslog.From(r.Context()).Code = e.Code
+	drain := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 &&
+		!strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+	rc := http.NewResponseController(w)
+	if drain && rc.EnableFullDuplex() != nil {
+		drain = false // not HTTP/1 (HTTP/2 resets only the stream)
+	}
+	WriteError(w, e)
+	if !drain {
+		return
+	}
+	_ = rc.Flush()
+	_ = rc.SetReadDeadline(time.Now().Add(DrainTime))
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, DrainLimit))
+	_ = rc.SetReadDeadline(time.Time{})
 }

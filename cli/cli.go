@@ -207,7 +207,7 @@ func (r *runner) check() error {
 	exp := "no known expiry (developer token)"
 	if cfg.Auth == config.MethodToken {
 		// A developer token is not fetched but given: only Box can say whether it still works.
-		if err := checkDeveloperToken(ctx, cfg, tok); err != nil {
+		if err := checkDeveloperToken(ctx, a.Client, cfg, tok); err != nil {
 			return err
 		}
 		exp = "accepted by Box; " + exp
@@ -220,13 +220,13 @@ func (r *runner) check() error {
 }
 
 // checkDeveloperToken asks Box who the token's user is; a 401 means it has expired.
-func checkDeveloperToken(ctx context.Context, cfg *config.Config, tok auth.Token) error {
+func checkDeveloperToken(ctx context.Context, client *http.Client, cfg *config.Config, tok auth.Token) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.API.String()+"/2.0/users/me?fields=id", nil)
 	if err != nil {
 		return err
 	}
 	req.Header["Authorization"] = tok.AuthorizationHeader()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach Box to check BOXPROXY_DEVELOPER_TOKEN: %v", err)
 	}

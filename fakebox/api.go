@@ -172,8 +172,12 @@ func (b *Box) record(host string, r *http.Request) (finish func(w *recorder, use
 	}
 	b.mu.Unlock()
 	return func(w *recorder, user string) {
-		if !w.hijacked {
-			// Read the rest so that BodyLen and BodySHA1 describe the whole body.
+		// Read the rest so that BodyLen and BodySHA1 describe the whole body,
+		// but, as a real server, never ask for a body that the client holds
+		// back until 100 Continue when the answer is a refusal: it is sent
+		// without that body (and the client may send the request again).
+		refusedEarly := tap.n == 0 && w.status >= 400 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+		if !w.hijacked && !refusedEarly {
 			_, _ = io.Copy(io.Discard, tap)
 		}
 		b.mu.Lock()

@@ -5,6 +5,7 @@
 package fakebox
 
 import (
+	"context"
 	"crypto/rsa"
 	"errors"
 	"fmt"
@@ -84,6 +85,10 @@ type Config struct {
 	// across all files (default 256 MiB); the oldest content is dropped
 	// first. Pattern files (see PatternReader) cost nothing.
 	MaxRetainedTotal int64
+	// TLS serves every host over HTTPS with a certificate from a CA made at
+	// start (see CAFile), offering HTTP/2 and HTTP/1.1 as Box's front ends
+	// do. Without it the hosts speak plain HTTP/1.1.
+	TLS bool
 	// Logf, when set, receives one line per notable event. It never
 	// receives tokens or secrets.
 	Logf func(format string, args ...any)
@@ -221,6 +226,7 @@ type Box struct {
 	cfg                  Config
 	apiURL, upURL, dlURL string
 	servers              []*http.Server
+	tls                  *tlsIdentity
 	closing              chan struct{}
 	closeOnce            sync.Once
 	active               atomic.Int64
@@ -334,6 +340,14 @@ func Start(cfg Config) (*Box, error) {
 		b.guard(b.boxHost("upload", "/api/2.0/", b.routeUpload)),
 		b.guard(http.HandlerFunc(b.handleDownload)),
 	}
+	scheme := "http://"
+	if cfg.TLS {
+		id, err := processIdentity()
+		if err != nil {
+			return nil, fmt.Errorf("fakebox: TLS: %w", err)
+		}
+		b.tls, scheme = id, "https://"
+	}
 	var urls []string
 	var errLog *log.Logger
 	if cfg.Logf != nil {
@@ -347,15 +361,24 @@ func Start(cfg Config) (*Box, error) {
 			b.Close()
 			return nil, fmt.Errorf("fakebox: listen: %w", err)
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: errLog}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: errLog,
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}
 		b.servers = append(b.servers, srv)
-		urls = append(urls, "http://"+l.Addr().String())
-		go func() { _ = srv.Serve(l) }()
+		urls = append(urls, scheme+l.Addr().String())
+		if b.tls != nil {
+			srv.TLSConfig = b.tls.serverConfig()
+			go func() { _ = srv.ServeTLS(l, "", "") }()
+		} else {
+			go func() { _ = srv.Serve(l) }()
+		}
 	}
 	b.apiURL, b.upURL, b.dlURL = urls[0], urls[1], urls[2]
 	b.logf("started: api %s upload %s download %s", b.apiURL, b.upURL, b.dlURL)
 	return b, nil
 }
+
+// connKey finds a request's connection in its context.
+type connKey struct{}
 
 type logfWriter func(string, ...any)
 

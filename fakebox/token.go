@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"html"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -127,7 +128,13 @@ func (b *Box) handleToken(w http.ResponseWriter, r *http.Request) {
 func (b *Box) serveFault(w http.ResponseWriter, r *http.Request, f Fault) {
 	switch f {
 	case FaultDown:
-		hijackClose(w)
+		if !hijackClose(w) {
+			// HTTP/2: drop the whole connection, as a server going down does.
+			if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+				_ = c.Close()
+			}
+			panic(http.ErrAbortHandler)
+		}
 	case FaultHang:
 		select {
 		case <-r.Context().Done():

@@ -464,7 +464,7 @@ func gzipFront(t *testing.T, target string) string {
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.Out.Host = "" },
-		Transport: &http.Transport{DisableCompression: true},
+		Transport: &http.Transport{DisableCompression: true, TLSClientConfig: testTLS.Clone()},
 		ModifyResponse: func(resp *http.Response) error {
 			if !strings.Contains(resp.Request.Header.Get("Accept-Encoding"), "gzip") ||
 				!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || resp.Header.Get("Content-Encoding") != "" {

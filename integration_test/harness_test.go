@@ -73,6 +73,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -119,9 +120,21 @@ var (
 	binBuilt = make(chan struct{})
 )
 
+// testTLS trusts the stand-in's certificates.
+var testTLS *tls.Config
+
 // TestMain builds the real binary once, in the background, while the
 // in-process tests run; binaryPath waits for it.
 func TestMain(m *testing.M) {
+	// Test clients that talk to the (TLS) stand-in directly, as a browser or
+	// an SDK following a download link would, trust its CA.
+	pool, err := fakebox.CertPool()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	http.DefaultTransport.(*http.Transport).TLSClientConfig = testTLS.Clone()
 	dir, err := os.MkdirTemp("", "boxproxy-it-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -342,6 +355,9 @@ func startBox(t testing.TB, mods ...func(*fakebox.Config)) *fakebox.Box {
 			{ID: userCarol, Name: "Carol", Login: "carol@example.com"},
 		},
 		PublicKeys: map[string]*rsa.PublicKey{testKeyID: &key.PublicKey},
+		// HTTPS offering HTTP/2, as Box's front ends: the proxy's client is
+		// the one production uses (a mod may turn it off for a plain subset).
+		TLS: true,
 	}
 	for _, m := range mods {
 		m(&cfg)
@@ -354,15 +370,20 @@ func startBox(t testing.TB, mods ...func(*fakebox.Config)) *fakebox.Box {
 	return b
 }
 
-// boxEnv points a proxy at box (API, upload, token and authorize URLs) and logs at debug.
+// boxEnv points a proxy at box (API, upload, token and authorize URLs, and
+// the CA that signed its certificate) and logs at debug.
 func boxEnv(box *fakebox.Box) []string {
-	return []string{
+	env := []string{
 		"BOXPROXY_API_URL=" + box.APIURL(),
 		"BOXPROXY_UPLOAD_URL=" + box.UploadURL(),
 		"BOXPROXY_TOKEN_URL=" + box.TokenURL(),
 		"BOXPROXY_AUTHORIZE_URL=" + box.AuthorizeURL(),
 		"BOXPROXY_LOG_LEVEL=debug",
 	}
+	if f := box.CAFile(); f != "" {
+		env = append(env, "BOXPROXY_UPSTREAM_CA_FILE="+f)
+	}
+	return env
 }
 
 // ccgEnv is boxEnv plus the standard app's Client Credentials with the

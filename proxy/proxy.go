@@ -1,29 +1,34 @@
-// Package proxy forwards Box API requests: it routes /2.0/ to the API host and
-// /api/2.0/ to the upload host, picks the subject from As-User, removes the
-// client's credentials, sets a token from the cache and, after a 401, sends the
-// same request once more with a new token.
+// Package proxy forwards Box API requests through one httputil.ReverseProxy:
+// it routes /2.0/ to the API host and /api/2.0/ to the upload host, picks the
+// subject from As-User, removes what must never reach Box, and hands the
+// request to a RoundTripper that sets a token from the cache and, after a 401,
+// sends the same request once more with a new token.
 package proxy
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/boxproxy/boxproxy/accesslog"
 	"github.com/boxproxy/boxproxy/apierr"
 	"github.com/boxproxy/boxproxy/auth"
 	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/metrics"
-	"github.com/boxproxy/boxproxy/upstream"
 )
 
 // Tokens is what the proxy needs of the token cache.
@@ -46,7 +51,7 @@ type Options struct {
 	RetryBodyLimit  int64    // bodies up to this size are kept for a second attempt
 	UpstreamRetries int      // extra attempts after 429/5xx/network errors on idempotent methods
 	RetryWaitMax    time.Duration
-	Transport       http.RoundTripper // nil = upstream.New with NewTransport() as the fallback
+	Transport       http.RoundTripper // towards Box; nil = NewTransport(TransportOptions{})
 	LoginURL        string            // named in errors when the oauth method has no login
 	Metrics         *metrics.Metrics
 	Logger          zerolog.Logger
@@ -60,8 +65,6 @@ type Proxy struct {
 	rt          *transport
 	public      string // Public without a trailing slash
 	defaultName string
-	engine      *upstream.Transport // set when the fast path may lend its connections
-	fast        [2]fastRoute        // /2.0/ and /api/2.0/ on the fast path (fast.go)
 }
 
 // New checks o and builds a Proxy.
@@ -70,7 +73,11 @@ func New(o Options) (*Proxy, error) {
 		return nil, errors.New("proxy: API, Upload, Public and Tokens are required")
 	}
 	if o.Transport == nil {
-		o.Transport = upstream.New(upstream.Options{Fallback: NewTransport(), MaxIdlePerHost: maxIdlePerHost})
+		t, err := NewTransport(TransportOptions{})
+		if err != nil {
+			return nil, err
+		}
+		o.Transport = t
 	}
 	if o.RetryWaitMax <= 0 {
 		o.RetryWaitMax = 10 * time.Second
@@ -91,52 +98,78 @@ func New(o Options) (*Proxy, error) {
 		BufferPool:     bufferPool{},
 		ErrorLog:       log.New(zerologWriter{o.Logger}, "", 0),
 	}
-	p.initFast()
 	return p, nil
+}
+
+// TransportOptions tune the Transport towards Box.
+type TransportOptions struct {
+	// ResponseHeaderTimeout bounds the wait for Box's answer head once the
+	// request is sent (default 5 minutes).
+	ResponseHeaderTimeout time.Duration
+	// CAFile names PEM certificates trusted beside the system roots.
+	CAFile string
 }
 
 const maxIdlePerHost = 512
 
-// NewTransport returns the net/http Transport used towards Box for what the
-// upstream package's HTTP/1.1 engine does not take (HTTPS, request bodies):
+// expectContinueWait is how long a streamed body waits for Box's 100
+// Continue before it is sent anyway (curl waits as long).
+const expectContinueWait = time.Second
+
+// NewTransport returns net/http's Transport as boxproxy uses it towards Box:
 // many idle connections per host (Go's default keeps 2), HTTP/2 where Box
-// offers it, no transparent decompression (bodies pass through as Box sent them).
-func NewTransport() *http.Transport {
+// offers it, no transparent decompression (bodies pass through as Box sent
+// them), a bound on the wait for the answer head, and Expect: 100-continue
+// honoured (see transport.RoundTrip).
+func NewTransport(o TransportOptions) (*http.Transport, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 2 * maxIdlePerHost
 	t.MaxIdleConnsPerHost = maxIdlePerHost
 	t.IdleConnTimeout = 90 * time.Second
 	t.DisableCompression = true
 	t.ForceAttemptHTTP2 = true
+	t.ExpectContinueTimeout = expectContinueWait
+	t.ResponseHeaderTimeout = o.ResponseHeaderTimeout
+	if t.ResponseHeaderTimeout <= 0 {
+		t.ResponseHeaderTimeout = 5 * time.Minute
+	}
 	t.ReadBufferSize = 32 << 10
 	t.WriteBufferSize = 32 << 10
-	return t
+	if o.CAFile != "" {
+		pool, err := CertPool(o.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return t, nil
 }
 
-// Info is what the access log wants to know of a proxied request. The server
-// hands it in through the ResponseWriter (see InfoWriter).
-type Info struct {
-	Route        string // api, upload
-	Subject      string
-	Attempts     int
-	BoxRequestID string
-}
-
-// InfoWriter is a ResponseWriter that carries an Info.
-type InfoWriter interface {
-	http.ResponseWriter
-	Info() *Info
+// CertPool is the system roots plus the PEM certificates in file.
+func CertPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("BOXPROXY_UPSTREAM_CA_FILE: cannot read %s: %v", file, config.UnwrapPathError(err))
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("BOXPROXY_UPSTREAM_CA_FILE: %s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // state travels with one request from ServeHTTP to the transport.
 type state struct {
-	info     *Info
+	log      *accesslog.Entry
 	target   *url.URL
 	subject  auth.Subject
 	stripAs  bool
-	body     []byte // the kept request body, when it can be sent again
-	hasBody  bool   // the request has a body
-	canRetry bool   // the body (if any) is kept
+	body     []byte      // the kept request body, when it can be sent again
+	stream   *streamBody // a body too large to keep, sent at most once
+	canRetry bool        // the body (if any) is kept
 }
 
 type stateKey struct{}
@@ -146,56 +179,57 @@ func stateFrom(ctx context.Context) *state {
 	return st
 }
 
-// ServeHTTP routes, checks and forwards one request.
+// ServeHTTP routes one request that the server admitted, picks its subject
+// and forwards it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &state{subject: p.o.DefaultSubject}
-	if iw, ok := w.(InfoWriter); ok {
-		st.info = iw.Info()
-	} else {
-		st.info = &Info{}
-	}
+	st := &state{log: accesslog.From(r.Context()), subject: p.o.DefaultSubject}
 	path := r.URL.Path
 	switch {
 	case strings.HasPrefix(path, "/2.0/"):
-		st.target, st.info.Route = p.o.API, "api"
+		st.target, st.log.Route = p.o.API, "api"
 	case strings.HasPrefix(path, "/api/2.0/"):
-		st.target, st.info.Route = p.o.Upload, "upload"
+		st.target, st.log.Route = p.o.Upload, "upload"
 	default:
-		apierr.Write(w, http.StatusNotFound, "not_found", "boxproxy serves /2.0/... and /api/2.0/... only")
-		return
-	}
-	if e := CheckTarget(r); e != nil {
-		apierr.WriteError(w, e)
+		apierr.Refuse(w, r, &apierr.Error{Status: http.StatusNotFound, Code: "not_found", Message: "boxproxy serves /2.0/... and /api/2.0/... only"})
 		return
 	}
 	if vals, ok := r.Header["As-User"]; ok {
 		if len(vals) != 1 {
-			apierr.Write(w, http.StatusBadRequest, "bad_as_user", "send one As-User header, not several")
+			apierr.Refuse(w, r, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_as_user", Message: "send one As-User header, not several"})
 			return
 		}
-		id := vals[0]
-		if !config.IsBoxID(id) {
-			apierr.Write(w, http.StatusBadRequest, "bad_as_user", "As-User must be a Box user ID (1 to 20 digits)")
+		s, e := p.AsUser(vals[0])
+		if e != nil {
+			apierr.Refuse(w, r, e)
 			return
-		}
-		if p.allowed != nil {
-			if _, ok := p.allowed[id]; !ok {
-				apierr.Write(w, http.StatusForbidden, "user_not_allowed", "As-User names a user that BOXPROXY_ALLOWED_USERS does not list")
-				return
-			}
 		}
 		if p.o.AsUserToken {
-			st.subject, st.stripAs = auth.Subject{Type: auth.User, ID: id}, true
+			st.subject, st.stripAs = s, true
 		}
 	}
-	st.info.Subject = p.subjectName(st.subject)
+	st.log.Subject = p.subjectName(st.subject)
 	if err := p.keepBody(r, st); err != nil {
 		if r.Context().Err() == nil {
-			apierr.Write(w, http.StatusBadRequest, "bad_request_body", "could not read the request body")
+			apierr.Refuse(w, r, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request_body", Message: "could not read the request body"})
 		}
 		return
 	}
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// AsUser is the one rule for an As-User value, for requests and for
+// `boxproxy token --as-user`: a Box user ID that BOXPROXY_ALLOWED_USERS (if
+// set) lists. It returns the user's subject.
+func (p *Proxy) AsUser(id string) (auth.Subject, *apierr.Error) {
+	if !config.IsBoxID(id) {
+		return auth.Subject{}, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_as_user", Message: "As-User must be a Box user ID (1 to 20 digits)"}
+	}
+	if p.allowed != nil {
+		if _, ok := p.allowed[id]; !ok {
+			return auth.Subject{}, &apierr.Error{Status: http.StatusForbidden, Code: "user_not_allowed", Message: "As-User names a user that BOXPROXY_ALLOWED_USERS does not list"}
+		}
+	}
+	return auth.Subject{Type: auth.User, ID: id}, nil
 }
 
 // subjectName is the subject as logs show it (enterprise:ID or user:ID),
@@ -208,17 +242,18 @@ func (p *Proxy) subjectName(s auth.Subject) string {
 }
 
 // keepBody decides whether the request can be sent twice. A 401 retry needs
-// the same body bytes, so a body up to RetryBodyLimit is read into memory; a
-// larger one (or one of unknown length that turns out larger) streams through
-// untouched and cannot be retried: holding it would cost its size in memory.
+// the same body bytes, so a body up to RetryBodyLimit is read into memory
+// (pooled buffers); a larger one (or one of unknown length that turns out
+// larger) streams through and is sent with Expect: 100-continue, so that a
+// 401 that comes before the body was sent can still be retried (transport).
 func (p *Proxy) keepBody(r *http.Request, st *state) error {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		st.canRetry = true
 		return nil
 	}
-	st.hasBody = true
 	limit := p.o.RetryBodyLimit
 	if r.ContentLength > limit {
+		st.stream = &streamBody{r: r.Body}
 		return nil
 	}
 	if r.ContentLength > 0 {
@@ -240,16 +275,14 @@ func (p *Proxy) keepBody(r *http.Request, st *state) error {
 		r.ContentLength = n
 		return nil
 	}
-	r.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(b.Bytes()), r.Body), r.Body}
+	st.stream = &streamBody{r: io.MultiReader(bytes.NewReader(b.Bytes()), r.Body)}
 	return nil
 }
 
 // CheckTarget refuses request targets that could leave the Box API: the
-// absolute or authority form, dot segments, and encoded slashes, backslashes
-// or dots that a server might decode into a different path.
+// absolute or authority form, dot segments (also with parameters: "..;x"),
+// and encoded slashes, backslashes or dots that a server might decode into a
+// different path.
 func CheckTarget(r *http.Request) *apierr.Error {
 	if r.RequestURI == "" || r.RequestURI[0] != '/' {
 		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request_target", Message: "only origin-form request targets (/2.0/...) are accepted; boxproxy is not an open proxy"}
@@ -260,8 +293,8 @@ func CheckTarget(r *http.Request) *apierr.Error {
 	}
 	if strings.Contains(raw, "%") {
 		lower := strings.ToLower(raw)
-		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%2e") || strings.Contains(lower, "%00") {
-			return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_path", Message: "encoded slashes, backslashes, dots and NULs are not accepted in the path"}
+		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%2e") || strings.Contains(lower, "%00") || strings.Contains(lower, "%3b") {
+			return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_path", Message: "encoded slashes, backslashes, dots, semicolons and NULs are not accepted in the path"}
 		}
 	}
 	if strings.Contains(r.URL.Path, "\\") || hasDotSegment(r.URL.Path) || hasControl(r.URL.Path) {
@@ -279,10 +312,13 @@ func hasControl(p string) bool {
 	return false
 }
 
+// hasDotSegment reports a "." or ".." segment, also with path parameters
+// ("..;jsessionid=x"), which some servers read as "..".
 func hasDotSegment(p string) bool {
 	for p != "" {
 		var seg string
 		seg, p, _ = strings.Cut(p, "/")
+		seg, _, _ = strings.Cut(seg, ";")
 		if seg == "." || seg == ".." {
 			return true
 		}
@@ -290,39 +326,52 @@ func hasDotSegment(p string) bool {
 	return false
 }
 
-// rewrite is the one place that decides where a request goes and what it
-// carries: the upstream with the same path and query (less access_token), and
-// none of the client's credentials.
-func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	st := stateFrom(pr.In.Context())
-	out := pr.Out
-	out.URL.Scheme = st.target.Scheme
-	out.URL.Host = st.target.Host
-	out.Host = ""
-	if st.target.Path != "" {
-		out.URL.Path = st.target.Path + pr.In.URL.Path
-		if pr.In.URL.RawPath != "" {
-			out.URL.RawPath = st.target.Path + pr.In.URL.RawPath
-		}
+// neverForwarded are the fields that never cross the proxy, in either
+// direction: the client's credentials on the way in, and cookies either way
+// (a client's cookie is not Box's business; a cookie Box sets would be stored
+// for the proxy's address, shared by every caller). As-User is added to the
+// request's list when it picks the token.
+var neverForwarded = [...]string{"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie"}
+
+// dropFields removes neverForwarded from h, and every field whose name holds
+// an underscore ("As_User", "Authorization_"): some servers read "_" as "-",
+// so such a field could smuggle a credential or an As-User past the rules
+// above (nginx drops them by default, too).
+func dropFields(h http.Header, asUser bool) {
+	for _, k := range neverForwarded {
+		delete(h, k)
 	}
-	out.URL.RawQuery = stripAccessToken(pr.In.URL.RawQuery)
-	h := out.Header
-	delete(h, "Authorization")
-	delete(h, "Proxy-Authorization")
-	delete(h, "Cookie")
-	if strings.Contains(pr.In.URL.Path, "/upload_sessions") {
-		// Its session URLs are rewritten: the answer must not be compressed.
-		delete(h, "Accept-Encoding")
-	}
-	if st.stripAs {
+	if asUser {
 		delete(h, "As-User")
+	}
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			delete(h, k)
+		}
 	}
 }
 
-// stripAccessToken removes every access_token parameter from a raw query and
-// leaves the rest byte for byte.
+// rewrite is the one place that decides where a request goes and what it
+// carries: the upstream with the same path and query (less access_token), and
+// none of the fields that must not reach Box. ReverseProxy has already
+// removed the hop-by-hop and Forwarded fields from pr.Out.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	st := stateFrom(pr.In.Context())
+	pr.SetURL(st.target)
+	pr.Out.Host = ""
+	pr.Out.URL.RawQuery = stripAccessToken(pr.In.URL.RawQuery)
+	dropFields(pr.Out.Header, st.stripAs)
+	if strings.Contains(pr.In.URL.Path, "/upload_sessions") {
+		// Its session URLs are rewritten: the answer must not be compressed.
+		delete(pr.Out.Header, "Accept-Encoding")
+	}
+}
+
+// stripAccessToken removes every access_token parameter from a raw query,
+// whatever its spelling (ACCESS_TOKEN, access%5Ftoken, "access_token+") or
+// separator (& or ;), and leaves the rest byte for byte.
 func stripAccessToken(q string) string {
-	if !strings.Contains(q, "access") && !strings.Contains(q, "%") {
+	if !containsFold(q, "access") && !strings.Contains(q, "%") {
 		return q
 	}
 	var b strings.Builder
@@ -330,8 +379,11 @@ func stripAccessToken(q string) string {
 	for more := true; more; {
 		var part string
 		part, q, more = strings.Cut(q, "&")
-		key, _, _ := strings.Cut(part, "=")
-		if k, err := url.QueryUnescape(key); (err == nil && k == "access_token") || key == "access_token" {
+		if strings.IndexByte(part, ';') >= 0 {
+			if part = stripSemicolonParams(part); part == "" {
+				continue
+			}
+		} else if isAccessToken(part) {
 			continue
 		}
 		if kept > 0 {
@@ -341,6 +393,37 @@ func stripAccessToken(q string) string {
 		b.WriteString(part)
 	}
 	return b.String()
+}
+
+// stripSemicolonParams drops access_token from a part that some servers
+// split further at ';'.
+func stripSemicolonParams(part string) string {
+	var kept []string
+	for _, sub := range strings.Split(part, ";") {
+		if !isAccessToken(sub) {
+			kept = append(kept, sub)
+		}
+	}
+	return strings.Join(kept, ";")
+}
+
+// isAccessToken reports whether a query parameter is named access_token, in
+// any case, escaped or not, with spaces around it.
+func isAccessToken(param string) bool {
+	key, _, _ := strings.Cut(param, "=")
+	if k, err := url.QueryUnescape(key); err == nil {
+		key = k
+	}
+	return strings.EqualFold(strings.TrimSpace(key), "access_token")
+}
+
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // bufferPool lends the 32 KiB buffers ReverseProxy copies bodies with.

@@ -26,17 +26,20 @@ const maxRewrite = 1 << 20
 // request ID and points upload-session URLs at the proxy.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateFrom(resp.Request.Context())
-	if id := resp.Header.Get("Box-Request-Id"); id != "" {
-		st.info.BoxRequestID = id
+	for _, k := range neverForwarded {
+		delete(resp.Header, k)
 	}
-	if resp.StatusCode >= 400 && st.info.BoxRequestID == "" && isJSON(resp) && resp.ContentLength > 0 && resp.ContentLength <= 64<<10 {
+	if id := resp.Header.Get("Box-Request-Id"); id != "" {
+		st.log.BoxRequestID = id
+	}
+	if resp.StatusCode >= 400 && st.log.BoxRequestID == "" && isJSON(resp) && resp.ContentLength > 0 && resp.ContentLength <= 64<<10 {
 		body, err := readBack(resp, 64<<10)
 		if err == nil {
 			var b struct {
 				RequestID string `json:"request_id"`
 			}
 			if json.Unmarshal(body, &b) == nil {
-				st.info.BoxRequestID = b.RequestID
+				st.log.BoxRequestID = b.RequestID
 			}
 		}
 	}
@@ -116,11 +119,11 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	var tf *tokenFailure
 	if errors.As(err, &tf) {
-		apierr.WriteError(w, ErrorFor(tf.err, p.o.LoginURL))
+		apierr.Refuse(w, r, ErrorFor(tf.err, p.o.LoginURL))
 		return
 	}
 	st := stateFrom(r.Context())
-	apierr.WriteError(w, p.upstreamError(st.info.Route, err))
+	apierr.Refuse(w, r, p.upstreamError(st.log.Route, err))
 }
 
 // upstreamError logs a failed upstream request and names the answer: 504

@@ -7,15 +7,18 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/boxproxy/boxproxy/apierr"
 	"github.com/boxproxy/boxproxy/auth"
 )
 
-// transport sets the token on each attempt and decides whether to try again:
-// once after a 401 with a new token, and (when enabled) after 429/5xx/network
-// errors on idempotent methods.
+// transport is the one RoundTripper of the request path: it sets the token
+// on a copy of each attempt (never on the request it was handed, as
+// x/oauth2's Transport) and decides whether to try again: once after a 401
+// with a new token, and (when enabled) after 429/5xx/network errors on
+// idempotent methods whose body is kept.
 type transport struct {
 	p    *Proxy
 	base http.RoundTripper
@@ -43,14 +46,17 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		tokens.Invalidate(st.subject, tok.Access())
 		if !st.canRetry {
-			return resp, nil // the body streamed and is gone: the client gets Box's 401
+			next := st.stream.again()
+			if next == nil {
+				return resp, nil // the body was sent and is gone: the client gets Box's 401
+			}
+			st.stream = next
 		}
 		discard(resp)
 		t.p.o.Metrics.Retry("401")
 		if tok, err = tokens.Token(ctx, st.subject); err != nil {
 			return nil, &tokenFailure{err}
 		}
-		req = req.Clone(ctx)
 		resp, err = t.send(req, st, tok)
 		if err == nil && resp.StatusCode == http.StatusUnauthorized {
 			tokens.Invalidate(st.subject, tok.Access())
@@ -74,26 +80,85 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case <-timer.C:
 		}
 		t.p.o.Metrics.Retry(reason)
-		req = req.Clone(ctx)
 		resp, err = t.send(req, st, tok)
 	}
 	return resp, err
 }
 
-// send makes one attempt with tok, giving the attempt a fresh copy of the kept body.
+// send makes one attempt with tok on a copy of req, with a fresh reader of
+// the kept body, or the streamed body with Expect: 100-continue.
 func (t *transport) send(req *http.Request, st *state, tok auth.Token) (*http.Response, error) {
-	req.Header["Authorization"] = tok.AuthorizationHeader()
-	if st.body != nil {
-		body := st.body
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		req.ContentLength = int64(len(body))
+	out := new(http.Request)
+	*out = *req
+	out.Header = make(http.Header, len(req.Header)+2)
+	for k, v := range req.Header {
+		out.Header[k] = v
 	}
-	st.info.Attempts++
+	out.Header["Authorization"] = tok.AuthorizationHeader()
+	switch {
+	case st.body != nil:
+		body := st.body
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		out.ContentLength = int64(len(body))
+		delete(out.Header, "Expect") // the body is here: no need to wait
+	case st.stream != nil:
+		// Box (like Go's server) checks the token before it reads a body and
+		// answers a bad one before the body is sent: the body then stays
+		// with us and can go again with a new token.
+		out.Body = st.stream
+		out.GetBody = nil
+		out.Header["Expect"] = expectContinue
+	}
+	st.log.Attempts++
 	start := time.Now()
-	resp, err := t.base.RoundTrip(req)
-	t.p.o.Metrics.Upstream(st.info.Route, time.Since(start))
+	resp, err := t.base.RoundTrip(out)
+	t.p.o.Metrics.Upstream(st.log.Route, time.Since(start))
 	return resp, err
+}
+
+var expectContinue = []string{"100-continue"}
+
+// streamBody is a request body too large to keep. It can be given to a
+// second attempt only while no byte of it was read: again() checks that and
+// cuts off the first attempt, so that a Transport goroutine still holding it
+// can never take bytes meant for the second. Close is left to the server,
+// which owns the body: a Transport closes the body of a request it gave up.
+type streamBody struct {
+	mu   sync.Mutex
+	r    io.Reader
+	n    int64
+	shut bool // the first attempt was cut off
+}
+
+var errBodyMoved = errors.New("proxy: request body moved to a new attempt")
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.shut {
+		return 0, errBodyMoved
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *streamBody) Close() error { return nil }
+
+// again returns the body for one more attempt, or nil when some of it was
+// read already. The attempt that held b is cut off.
+func (b *streamBody) again() *streamBody {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.n > 0 || b.shut {
+		return nil
+	}
+	b.shut = true
+	return &streamBody{r: b.r}
 }
 
 func idempotent(method string) bool {

@@ -58,9 +58,13 @@ type usedState struct {
 }
 
 func newOAuthWeb(s *Server, o *auth.OAuth) *oauthWeb {
+	client := s.auth.Client
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
 	return &oauthWeb{
 		s: s, o: o,
-		client: &http.Client{Timeout: 10 * time.Second},
+		client: client,
 		now:    time.Now,
 		states: map[string]time.Time{},
 		used:   map[string]*usedState{},

@@ -23,9 +23,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/boxproxy/boxproxy/accesslog"
 	"github.com/boxproxy/boxproxy/apierr"
 	"github.com/boxproxy/boxproxy/config"
-	"github.com/boxproxy/boxproxy/front"
 	"github.com/boxproxy/boxproxy/metrics"
 	"github.com/boxproxy/boxproxy/proxy"
 )
@@ -46,10 +46,7 @@ type Server struct {
 	idBase  string
 	idSeq   atomic.Uint64
 	oauth   *oauthWeb
-	front   *front.Server
 	admin   adminServer // BOXPROXY_ADMIN_LISTEN (admin.go)
-	// lastHost is the last Host field the fast path allowed.
-	lastHost atomic.Pointer[string]
 }
 
 // New builds the server: auth, proxy and handlers, from cfg.
@@ -65,8 +62,13 @@ func New(cfg *config.Config, log zerolog.Logger) (*Server, error) {
 // NewWithAuth builds the server around an Auth already made.
 func NewWithAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, a *Auth) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, m: m, auth: a, quit: make(chan struct{})}
+	rt, err := proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout, CAFile: cfg.UpstreamCAFile})
+	if err != nil {
+		return nil, err
+	}
 	p, err := proxy.New(proxy.Options{
-		API: cfg.API, Upload: cfg.Upload, Public: cfg.Public,
+		Transport: rt,
+		API:       cfg.API, Upload: cfg.Upload, Public: cfg.Public,
 		Tokens: a.Cache, DefaultSubject: a.Default,
 		AsUserToken:     cfg.AsUser == config.AsUserToken,
 		AllowedUsers:    cfg.AllowedUsers,
@@ -118,7 +120,6 @@ func NewWithAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, a *
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          nil,
 	}
-	s.front = &front.Server{HTTP: s.http, Fast: s, HeaderTimeout: headerTimeout, IdleTimeout: s.http.IdleTimeout}
 	return s, nil
 }
 
@@ -142,7 +143,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		defer cancel()
 		_, _ = s.auth.Cache.Token(ctx, s.auth.Default)
 	}()
-	err := s.front.Serve(ln)
+	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -152,24 +153,22 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.front.Shutdown(ctx)
+	err := s.http.Shutdown(ctx)
 	if err != nil {
-		_ = s.front.Close()
+		_ = s.http.Close()
 	}
 	return err
 }
 
-// recorder notes the status and carries the proxy's Info for the access log.
+// recorder notes the status and the bytes of the answer for the access log.
 type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
-	route  string
-	info   proxy.Info
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
+	if r.status == 0 && code >= 200 {
 		r.status = code
 	}
 	r.ResponseWriter.WriteHeader(code)
@@ -184,9 +183,7 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (r *recorder) Info() *proxy.Info { return &r.info }
-
-// Unwrap lets http.ResponseController reach Flush and deadlines.
+// Unwrap lets http.ResponseController reach Flush, deadlines and full duplex.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // Flush passes flushes on (ReverseProxy flushes streamed answers).
@@ -196,21 +193,21 @@ func (r *recorder) Flush() {
 	}
 }
 
-// ServeHTTP checks, routes, logs and counts every request.
+// ServeHTTP admits, routes, logs and counts every request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
 	id := s.requestID(r)
 	w.Header()["X-Request-Id"] = []string{id}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		// net/http's server keeps a connection the front handed to it
-		// (package front). After a request the fast path cannot take for
-		// its method (a body, mostly) the connection is closed, so that the
-		// client's next one starts on the fast path again: otherwise each
-		// upload would move one of a client's pooled connections to the
-		// slower path for good.
+	if len(r.TransferEncoding) > 0 {
+		// net/http has read a chunked body, dropping any Content-Length
+		// beside it. A front end that framed the request by that length
+		// would take the bytes after the chunks for the next request: none
+		// is read from this connection (request smuggling).
 		w.Header()["Connection"] = []string{"close"}
 	}
+	entry := &accesslog.Entry{}
+	r = r.WithContext(accesslog.With(r.Context(), entry))
 	s.m.InFlight(1)
 	// The bookkeeping runs even when ReverseProxy aborts the handler with
 	// http.ErrAbortHandler (the client hung up mid-body); the panic then goes
@@ -218,65 +215,48 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// body as if it were complete.
 	defer func() {
 		p := recover()
-		s.finish(rec, r, id, start, p != nil)
+		s.finish(rec, r, id, entry, start, p != nil)
 		if p != nil {
 			panic(p)
 		}
 	}()
-	rec.route = s.serve(rec, r)
+	s.serve(rec, r, entry)
 }
 
 // finish counts and logs one request.
-func (s *Server) finish(rec *recorder, r *http.Request, id string, start time.Time, aborted bool) {
-	route := rec.route
-	if route == "" {
-		route = routeOf(r.URL.Path)
+func (s *Server) finish(rec *recorder, r *http.Request, id string, e *accesslog.Entry, start time.Time, aborted bool) {
+	if e.Route == "" {
+		e.Route = routeOf(r.URL.Path)
 	}
-	if rec.status == 0 {
-		rec.status = http.StatusOK
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
 		if aborted {
-			rec.status = 499
+			status = 499
 		}
 	}
-	s.record(done{id: id, method: r.Method, path: r.URL.EscapedPath(), route: route, status: rec.status,
-		bytes: rec.bytes, info: &rec.info, start: start, aborted: aborted})
-}
-
-// done is what the access log and the metrics keep of one request.
-type done struct {
-	id, method, path, route string
-	rawPath                 []byte // the fast path's path, made a string only for the log
-	status                  int
-	bytes                   int64
-	info                    *proxy.Info
-	start                   time.Time
-	aborted                 bool
-}
-
-// record counts and logs one finished request, from either path.
-func (s *Server) record(d done) {
 	s.m.InFlight(-1)
-	s.m.Request(d.route, d.status)
-	if d.route == "healthz" || d.route == "readyz" || d.route == "metrics" {
+	s.m.Request(e.Route, status)
+	if e.Route == "healthz" || e.Route == "readyz" || e.Route == "metrics" {
 		return // probes and scrapes would drown the log
 	}
 	ev := s.log.Info()
 	if ev == nil {
 		return
 	}
-	if d.rawPath != nil {
-		d.path = string(d.rawPath)
+	ev.Str("request_id", id).Str("client", r.RemoteAddr).Str("method", r.Method).Str("path", logPath(r.URL.EscapedPath())).
+		Str("route", e.Route).Int("status", status).
+		Float64("duration_ms", float64(time.Since(start).Microseconds())/1000).Int64("bytes", rec.bytes)
+	if e.Code != "" {
+		ev.Str("code", e.Code)
 	}
-	ev.Str("request_id", d.id).Str("method", d.method).Str("path", logPath(d.path)).Str("route", d.route).
-		Int("status", d.status).Float64("duration_ms", float64(time.Since(d.start).Microseconds())/1000).
-		Int64("bytes", d.bytes)
-	if d.info.Route != "" {
-		ev.Str("subject", d.info.Subject).Int("attempts", d.info.Attempts)
+	if e.Subject != "" {
+		ev.Str("subject", e.Subject).Int("attempts", e.Attempts)
 	}
-	if d.info.BoxRequestID != "" {
-		ev.Str("box_request_id", d.info.BoxRequestID)
+	if e.BoxRequestID != "" {
+		ev.Str("box_request_id", e.BoxRequestID)
 	}
-	if d.aborted {
+	if aborted {
 		ev.Bool("aborted", true)
 	}
 	ev.Msg("request")
@@ -303,53 +283,59 @@ func logPath(p string) string {
 	return p
 }
 
-// serve guards and dispatches; it returns the route name for logs and metrics.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) string {
+// serve admits and dispatches, naming the route in e for logs and metrics.
+// Admission is here and only here: probes first (they forward nothing and
+// reveal no secret: kubelet and Prometheus reach them by pod IP and without
+// the inbound key), then the request target, then who may call (guard); the
+// proxy then picks the upstream and the subject.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry) {
 	path := r.URL.Path
-	// Probes and metrics forward nothing and reveal no secret: kubelet and
-	// Prometheus reach them by pod IP and without the inbound key.
 	switch path {
 	case "/healthz":
+		e.Route = "healthz"
 		s.healthz(w, r)
-		return "healthz"
+		return
 	case "/readyz":
+		e.Route = "readyz"
 		s.readyz(w, r)
-		return "readyz"
+		return
 	case "/metrics":
+		e.Route = "metrics"
 		s.m.Handler().ServeHTTP(w, r)
-		return "metrics"
+		return
 	}
-	if e := proxy.CheckTarget(r); e != nil {
-		apierr.WriteError(w, e)
-		return "other"
+	if err := proxy.CheckTarget(r); err != nil {
+		e.Route = "other"
+		apierr.Refuse(w, r, err)
+		return
 	}
-	if e := s.guard(r); e != nil {
-		if e.Status == http.StatusProxyAuthRequired {
+	if err := s.guard(r); err != nil {
+		e.Route = "refused"
+		if err.Status == http.StatusProxyAuthRequired {
 			w.Header().Set("Proxy-Authenticate", `Bearer realm="boxproxy"`)
 		}
-		apierr.WriteError(w, e)
-		return "refused"
+		apierr.Refuse(w, r, err)
+		return
 	}
 	switch {
-	case strings.HasPrefix(path, "/2.0/"):
+	case strings.HasPrefix(path, "/2.0/"), strings.HasPrefix(path, "/api/2.0/"):
 		s.proxy.ServeHTTP(w, r)
-		return "api"
-	case strings.HasPrefix(path, "/api/2.0/"):
-		s.proxy.ServeHTTP(w, r)
-		return "upload"
+		return
 	case path == "/auth/login" || path == "/auth/callback":
+		e.Route = "auth"
 		if s.oauth == nil {
-			apierr.Write(w, http.StatusNotFound, "not_found", "the /auth/ pages serve the oauth method only (BOXPROXY_AUTH is "+s.cfg.Auth+")")
-			return "auth"
+			apierr.Refuse(w, r, &apierr.Error{Status: http.StatusNotFound, Code: "not_found", Message: "the /auth/ pages serve the oauth method only (BOXPROXY_AUTH is " + s.cfg.Auth + ")"})
+			return
 		}
 		s.oauth.ServeHTTP(w, r)
-		return "auth"
+		return
 	case path == "/quitquitquit" && s.cfg.QuitEndpoint:
+		e.Route = "quit"
 		s.quitquitquit(w, r)
-		return "quit"
+		return
 	}
-	apierr.Write(w, http.StatusNotFound, "not_found", "boxproxy serves /2.0/..., /api/2.0/..., /healthz, /readyz and /metrics; nothing else is forwarded")
-	return "other"
+	e.Route = "other"
+	apierr.Refuse(w, r, &apierr.Error{Status: http.StatusNotFound, Code: "not_found", Message: "boxproxy serves /2.0/..., /api/2.0/..., /healthz, /readyz and /metrics; nothing else is forwarded"})
 }
 
 // guard refuses requests from where a Box token must not be usable: a Host

@@ -11,6 +11,7 @@ import (
 	"github.com/boxproxy/boxproxy/auth"
 	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/metrics"
+	"github.com/boxproxy/boxproxy/proxy"
 )
 
 // Auth is the token side of boxproxy, built from the configuration.
@@ -20,6 +21,9 @@ type Auth struct {
 	OAuth    *auth.OAuth // set for the oauth method
 	Default  auth.Subject
 	Endpoint *auth.Endpoint
+	// Client calls Box's API outside the proxy (who logged in, whether a
+	// developer token works), trusting what the proxy trusts.
+	Client *http.Client
 }
 
 // SelfSubject is the cache key of the oauth and token methods, whose token
@@ -31,11 +35,17 @@ var SelfSubject = auth.Subject{Type: auth.User, ID: "self"}
 // program at start.
 func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth, error) {
 	a := &Auth{}
+	tt, err := tokenTransport(cfg)
+	if err != nil {
+		return nil, err
+	}
 	a.Endpoint = &auth.Endpoint{
 		URL: cfg.TokenURL, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
-		Client:  &http.Client{Timeout: cfg.TokenTimeout, Transport: tokenTransport()},
+		Client:  &http.Client{Timeout: cfg.TokenTimeout, Transport: tt},
 		Metrics: m,
 	}
+	a.Client = &http.Client{Timeout: 10 * time.Second, Transport: tt,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	subject := func(enterprise, user string) auth.Subject {
 		if user != "" {
 			return auth.Subject{Type: auth.User, ID: user}
@@ -124,10 +134,17 @@ func newJWT(cfg *config.Config, ep *auth.Endpoint) (*auth.JWT, auth.Subject, err
 	return &auth.JWT{Endpoint: ep, KeyID: keyID, Key: key}, def, nil
 }
 
-func tokenTransport() http.RoundTripper {
-	t := http.DefaultTransport.(*http.Transport).Clone()
+// tokenTransport is the proxy's Transport (same TLS trust) sized for the
+// token endpoint.
+func tokenTransport(cfg *config.Config) (http.RoundTripper, error) {
+	t, err := proxy.NewTransport(proxy.TransportOptions{CAFile: cfg.UpstreamCAFile})
+	if err != nil {
+		return nil, err
+	}
+	t.MaxIdleConns = 16
 	t.MaxIdleConnsPerHost = 16
 	t.ResponseHeaderTimeout = 0 // the client's Timeout bounds the whole request
 	t.IdleConnTimeout = 90 * time.Second
-	return t
+	t.DisableCompression = false
+	return t, nil
 }
