@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/boxproxy/boxproxy/fakebox"
 )
@@ -138,4 +139,41 @@ func TestLoginCallbackReloadedSaysTheLoginIsOverNotThatItWasStartedElsewhere(t *
 	if me := usersMe(t, p); me["id"] != userAlice {
 		t.Fatalf("after the reloads: %v, want still user %s", me, userAlice)
 	}
+}
+
+func TestLoginCallbackReloadedWhileItsCodeIsBeingExchangedSaysSoAndChangesNothing(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	p := startProxy(t, box, append(oauthEnv(box, filepath.Join(t.TempDir(), "tokens.json")), "BOXPROXY_TOKEN_TIMEOUT=2s")...)
+	br := newOAuthBrowser(t)
+	cb := br.startLogin(p.URL, box)
+	box.SetTokenFault(fakebox.FaultHang) // the code exchange hangs until the proxy gives up
+	first := make(chan int, 1)
+	go func() {
+		resp, err := br.c.Get(cb)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	// A reload (from a tab without the cookie, so that it can never take
+	// the state itself) while the exchange hangs.
+	var page string
+	waitUntil(t, 5*time.Second, func() bool {
+		var resp *http.Response
+		resp, page = newOAuthBrowser(t).get(cb)
+		return resp.StatusCode == http.StatusConflict
+	}, "a reload during the code exchange answers 409")
+	checkPage(t, box, page, "still being completed")
+	if status := <-first; status == http.StatusOK || status == 0 {
+		t.Fatalf("the hanging exchange answered %d, want an error page", status)
+	}
+	box.SetTokenFault(fakebox.FaultNone)
+	resp, page := newOAuthBrowser(t).get(cb)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("reload after the failed exchange: %d, want 400", resp.StatusCode)
+	}
+	checkPage(t, box, page, "already used")
 }

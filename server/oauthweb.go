@@ -53,8 +53,9 @@ type oauthWeb struct {
 
 // usedState is a state whose callback has been served once.
 type usedState struct {
-	until time.Time // forgotten then
-	ok    bool      // its login succeeded
+	until   time.Time // forgotten then
+	settled bool      // its callback has answered
+	ok      bool      // and its login succeeded
 }
 
 func newOAuthWeb(s *Server, o *auth.OAuth) *oauthWeb {
@@ -182,6 +183,7 @@ func (h *oauthWeb) callback(w http.ResponseWriter, r *http.Request) {
 	if q.Has("error") {
 		if cookieOK {
 			h.take(state) // this login is over
+			h.settle(state, false)
 			h.clearCookie(w)
 		}
 		code := clip(q.Get("error"), 64)
@@ -208,7 +210,13 @@ func (h *oauthWeb) callback(w http.ResponseWriter, r *http.Request) {
 	if u, ok := h.usedState(state); ok {
 		// A reload of the page, or the browser's back button: the cookie
 		// is gone, but the login is over, not unknown.
-		if u.ok {
+		switch {
+		case !u.settled:
+			h.page(w, http.StatusConflict, page{Title: "This login is still being completed", Text: []string{
+				"boxproxy is exchanging this login's code with Box right now. Reload this page in a few seconds to see how it ended.",
+			}})
+			return
+		case u.ok:
 			h.page(w, http.StatusOK, page{OK: true, Title: "This login is already complete", Text: []string{
 				"boxproxy was logged in to Box with this login. Each login link works once; opening it again changed nothing.",
 				"You can close this page.",
@@ -234,12 +242,15 @@ func (h *oauthWeb) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.take(state) {
+		h.settle(state, false)
 		h.clearCookie(w)
 		log.Warn().Msg("oauth: callback refused: unknown, expired or already used state")
 		h.bad(w, "This login link has expired or was already used",
 			"A login must be finished within 10 minutes, and each link works once. Nothing was changed.")
 		return
 	}
+	succeeded := false
+	defer func() { h.settle(state, succeeded) }()
 	h.clearCookie(w)
 	code := q.Get("code")
 	if code == "" {
@@ -266,6 +277,10 @@ func (h *oauthWeb) callback(w http.ResponseWriter, r *http.Request) {
 		h.page(w, status, p)
 		return
 	}
+	// Logged in: a reload from now on says so (asking Box who logged in is
+	// only for the page).
+	succeeded = true
+	h.settle(state, true)
 	u := h.whoAmI(ctx)
 	if u != (auth.StoredUser{}) {
 		if err := h.o.SetUser(u); err != nil {
@@ -276,7 +291,6 @@ func (h *oauthWeb) callback(w http.ResponseWriter, r *http.Request) {
 	if u.ID != "" {
 		who += ", user ID " + u.ID
 	}
-	h.succeeded(state)
 	h.page(w, http.StatusOK, page{OK: true, Title: "boxproxy is logged in to Box", Text: []string{
 		"Logged in as " + who + ".",
 		"The proxy is ready: requests to " + h.s.PublicURL("/2.0/") + "… now act as this user. You can close this page.",
@@ -393,12 +407,12 @@ func (h *oauthWeb) usedState(state string) (usedState, bool) {
 	return *u, true
 }
 
-// succeeded records that the login of a used state succeeded.
-func (h *oauthWeb) succeeded(state string) {
+// settle records how the login of a used state ended.
+func (h *oauthWeb) settle(state string, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if u, ok := h.used[state]; ok {
-		u.ok = true
+	if u, found := h.used[state]; found {
+		u.settled, u.ok = true, ok
 	}
 }
 
