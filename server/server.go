@@ -46,6 +46,7 @@ type Server struct {
 	idBase  string
 	idSeq   atomic.Uint64
 	oauth   *oauthWeb
+	admin   adminServer // BOXPROXY_ADMIN_LISTEN (admin.go)
 }
 
 // New builds the server: auth, proxy and handlers, from cfg.
@@ -429,7 +430,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteError(w, e)
 		return
 	}
-	body := map[string]any{"status": "ready", "auth": s.cfg.Auth, "subject": s.auth.Default.String()}
+	// No subject: its ID is a Box user or enterprise ID, and /readyz is
+	// open to whoever reaches the admin listener (or the data port).
+	body := map[string]any{"status": "ready", "auth": s.cfg.Auth}
 	if !tok.Expiry.IsZero() {
 		body["token_expires_in"] = int(time.Until(tok.Expiry).Seconds())
 	}
@@ -457,6 +460,16 @@ func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) er
 	if err != nil {
 		return err
 	}
+	if _, err := s.StartAdmin(); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	// The admin listener stops last, so that probes answer while requests drain.
+	defer func() {
+		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.StopAdmin(actx)
+	}()
 	if ready != nil {
 		ready(ln.Addr())
 	}
