@@ -27,6 +27,7 @@ import (
 	"github.com/boxproxy/boxproxy/auth"
 	"github.com/boxproxy/boxproxy/buildinfo"
 	"github.com/boxproxy/boxproxy/config"
+	"github.com/boxproxy/boxproxy/proxy"
 	"github.com/boxproxy/boxproxy/server"
 )
 
@@ -399,8 +400,10 @@ func (r *runner) run(ctx context.Context, cfg *config.Config, log zerolog.Logger
 }
 
 func (r *runner) token(cmd *cobra.Command, asUser string) error {
-	if cmd.Flags().Changed("as-user") && !config.IsBoxID(asUser) {
-		return usageError{errors.New("--as-user must be a Box user ID (digits only)")}
+	if cmd.Flags().Changed("as-user") {
+		if _, e := proxy.NewAsUserRule(nil).Subject(asUser); e != nil {
+			return usageError{errors.New("--as-user must be a Box user ID (digits only)")}
+		}
 	}
 	cfg, unknown, err := r.load(cmd, false)
 	if err != nil {
@@ -416,10 +419,11 @@ func (r *runner) token(cmd *cobra.Command, asUser string) error {
 		if cfg.AsUser != config.AsUserToken {
 			return fmt.Errorf("--as-user needs a method that mints user tokens (ccg or jwt), not %s", cfg.Auth)
 		}
-		if len(cfg.AllowedUsers) > 0 && !contains(cfg.AllowedUsers, asUser) {
-			return errors.New("--as-user names a user that BOXPROXY_ALLOWED_USERS does not list")
+		s, e := proxy.NewAsUserRule(cfg.AllowedUsers).Subject(asUser)
+		if e != nil {
+			return errors.New("--as-user: " + e.Message)
 		}
-		subject.Type, subject.ID = "user", asUser
+		subject = s
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.TokenTimeout+time.Second)
 	defer cancel()
@@ -481,15 +485,6 @@ func checkDeveloperToken(ctx context.Context, client *http.Client, cfg *config.C
 		return fmt.Errorf("box answered %s to GET /2.0/users/me with BOXPROXY_DEVELOPER_TOKEN", resp.Status)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func oneLine(s string) string {

@@ -211,6 +211,9 @@ func (b *Box) boxHost(host, prefix string, rt route) http.Handler {
 			writeNotFound(w)
 			return
 		}
+		if b.cfg.ReadBodyBeforeAuth {
+			_, _ = io.Copy(io.Discard, c.tap)
+		}
 		tok, ok := b.lookupToken(bearerToken(r))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", wwwAuthenticate)

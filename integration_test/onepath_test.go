@@ -243,3 +243,24 @@ func TestOnePathOddSpellingsOfPathsCredentialsAndAsUser(t *testing.T) {
 		t.Errorf("acted as %s, want the service account (As_User must not act)", r.UserID)
 	}
 }
+
+// BOXPROXY_UPSTREAM_TIMEOUT bounds the wait for Box's answer head: a Box
+// that accepts and never answers gives a prompt JSON 504.
+func TestOnePathUpstreamTimeoutBoundsTheWaitForBoxsAnswer(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	p := startProxy(t, box, append(ccgEnv(box), "BOXPROXY_UPSTREAM_TIMEOUT=300ms")...)
+	start := time.Now()
+	resp, body := p.Get(t, "/2.0/test/slow?ms=5000")
+	took := time.Since(start)
+	e := decodeBoxError(t, resp, body)
+	if resp.StatusCode != http.StatusGatewayTimeout || e.Code != "upstream_timeout" {
+		t.Fatalf("slow Box: %d %+v, want 504 upstream_timeout", resp.StatusCode, e)
+	}
+	if took > 4*time.Second {
+		t.Fatalf("the 504 took %s; the timeout is 300ms", took)
+	}
+	if resp, body := p.Get(t, "/2.0/test/slow?ms=10"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a prompt answer: %d %s", resp.StatusCode, body)
+	}
+}
