@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net"
@@ -262,5 +263,37 @@ func TestOnePathUpstreamTimeoutBoundsTheWaitForBoxsAnswer(t *testing.T) {
 	}
 	if resp, body := p.Get(t, "/2.0/test/slow?ms=10"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("a prompt answer: %d %s", resp.StatusCode, body)
+	}
+}
+
+// Every access line names the client's address; the proxy's own refusals
+// carry their error code.
+func TestOnePathAccessLinesNameTheClientAndTheRefusalCode(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	p := startProxy(t, box, append(ccgEnv(box), "BOXPROXY_ALLOWED_USERS="+userAlice)...)
+	c := &http.Client{Transport: &http.Transport{}}
+	var local string
+	c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			local = conn.LocalAddr().String()
+		}
+		return conn, err
+	}
+	p.DoWith(t, c, p.Request(t, http.MethodGet, "/2.0/users/me", nil))
+	p.DoWith(t, c, p.Request(t, http.MethodGet, "/2.0/users/me", nil, "As-User", userBob))
+	p.DoWith(t, c, p.Request(t, http.MethodGet, "/nope", nil))
+	want := map[string]string{"200": "", "403": "user_not_allowed", "404": "not_found"}
+	lines := p.AccessLines(t)
+	if len(lines) != 3 {
+		t.Fatalf("%d access lines, want 3: %v", len(lines), lines)
+	}
+	for _, l := range lines {
+		status := fmt.Sprint(l["status"])
+		code, _ := l["code"].(string)
+		if l["client"] != local || code != want[status] {
+			t.Errorf("access line %v: want client %s and code %q", l, local, want[status])
+		}
 	}
 }
