@@ -7,8 +7,9 @@ import (
 	"github.com/boxproxy/boxproxy/cli"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version, when set at link time (-ldflags "-X main.version=v1.2.0"), replaces
+// the module version of the build information, for builds without VCS data.
+var version string
 
 func main() {
 	os.Exit(cli.Main(os.Args[1:], os.Environ(), os.Stdout, os.Stderr, version))

@@ -282,12 +282,12 @@ func (c *Cache) fetch(s Subject) (any, error) {
 			ev = c.log.Error()
 		}
 		ev.Str("subject", s.String()).Str("method", c.src.Method()).Int("failures", ne.failures).
-			Dur("retry_in", wait).Err(err).Msg("token request failed")
+			Dur("retry_in_ms", wait).Err(err).Msg("token request failed")
 		return Token{}, err
 	}
 	c.lru.Add(s, newEntry(tok, obtained, now))
 	c.log.Debug().Str("subject", s.String()).Str("method", c.src.Method()).
-		Time("expires", tok.Expiry).Dur("took", now.Sub(start)).Msg("token obtained")
+		Time("expires", tok.Expiry).Dur("took_ms", now.Sub(start)).Msg("token obtained")
 	return tok, nil
 }
 

@@ -3,11 +3,9 @@ package auth
 import (
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/youmark/pkcs8"
 )
@@ -62,48 +60,4 @@ func ParsePrivateKey(pemBytes []byte, passphrase string) (*rsa.PrivateKey, error
 		return nil, fmt.Errorf("the RSA key has %d bits; Box needs at least 2048", rk.N.BitLen())
 	}
 	return rk, nil
-}
-
-// AppConfig is the JSON app configuration the Box Developer Console downloads.
-type AppConfig struct {
-	BoxAppSettings struct {
-		ClientID     string `json:"clientID"`
-		ClientSecret string `json:"clientSecret"`
-		AppAuth      struct {
-			PublicKeyID string `json:"publicKeyID"`
-			PrivateKey  string `json:"privateKey"`
-			Passphrase  string `json:"passphrase"`
-		} `json:"appAuth"`
-	} `json:"boxAppSettings"`
-	EnterpriseID string `json:"enterpriseID"`
-	UserID       string `json:"userID"`
-}
-
-// ParseAppConfig reads and checks a Developer Console JSON file. Errors name
-// the missing field, never a value.
-func ParseAppConfig(data []byte) (*AppConfig, error) {
-	var c AppConfig
-	if err := json.Unmarshal(data, &c); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			return nil, fmt.Errorf("not valid JSON (at byte %d)", se.Offset)
-		}
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return nil, fmt.Errorf("field %q has the wrong type (want %s)", te.Field, te.Type)
-		}
-		return nil, errors.New("not valid JSON")
-	}
-	a := &c.BoxAppSettings
-	for _, f := range []struct{ name, v string }{
-		{"boxAppSettings.clientID", a.ClientID},
-		{"boxAppSettings.clientSecret", a.ClientSecret},
-		{"boxAppSettings.appAuth.publicKeyID", a.AppAuth.PublicKeyID},
-		{"boxAppSettings.appAuth.privateKey", a.AppAuth.PrivateKey},
-	} {
-		if strings.TrimSpace(f.v) == "" {
-			return nil, fmt.Errorf("%s is missing", f.name)
-		}
-	}
-	return &c, nil
 }

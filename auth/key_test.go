@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"net/http"
@@ -89,17 +88,6 @@ func TestWrongPassphraseIsAClearErrorWithoutThePassphrase(t *testing.T) {
 	}
 	if _, err := ParsePrivateKey([]byte("not a key"), ""); err == nil || !strings.Contains(err.Error(), "not PEM") {
 		t.Fatalf("garbage: err = %v", err)
-	}
-}
-
-func TestAppConfigNamesTheMissingField(t *testing.T) {
-	_, err := ParseAppConfig([]byte(`{"boxAppSettings":{"clientID":"a","clientSecret":"b","appAuth":{"publicKeyID":"k"}}}`))
-	if err == nil || !strings.Contains(err.Error(), "appAuth.privateKey") {
-		t.Fatalf("err = %v", err)
-	}
-	_, err = ParseAppConfig([]byte(`{"boxAppSettings":{"clientSecret":"TOPSECRET"`))
-	if err == nil || strings.Contains(err.Error(), "TOPSECRET") {
-		t.Fatalf("err = %v", err)
 	}
 }
 
@@ -218,21 +206,6 @@ func FuzzParsePrivateKey(f *testing.F) {
 		}
 		if err != nil && pass != "" && len(pass) > 3 && strings.Contains(err.Error(), pass) {
 			t.Fatalf("error quotes the passphrase: %v", err)
-		}
-	})
-}
-
-func FuzzParseAppConfig(f *testing.F) {
-	good, _ := json.Marshal(map[string]any{"boxAppSettings": map[string]any{"clientID": "a", "clientSecret": "b",
-		"appAuth": map[string]any{"publicKeyID": "k", "privateKey": "-----BEGIN", "passphrase": "p"}}, "enterpriseID": "1"})
-	f.Add(good)
-	f.Add([]byte(`{"boxAppSettings":null}`))
-	f.Add([]byte(`{"boxAppSettings":{"clientID":5}}`))
-	f.Add([]byte(``))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseAppConfig(data)
-		if err == nil && (c == nil || c.BoxAppSettings.ClientID == "") {
-			t.Fatal("accepted a config without a client ID")
 		}
 	})
 }

@@ -156,7 +156,7 @@ func (o *OAuth) logState(where string) {
 		if !st.RefreshObtained.IsZero() && age > refreshTokenLife-10*24*time.Hour {
 			ev = o.log.Warn().Str("hint", "Box drops refresh tokens unused for 60 days; if it refuses this one, log in again at /auth/login")
 		}
-		ev.Str("token_store", where).Str("user", o.userLocked().String()).Dur("refresh_token_age", age.Round(time.Second)).
+		ev.Str("token_store", where).Str("user", o.userLocked().String()).Int64("refresh_token_age_s", int64(age.Seconds())).
 			Msg("oauth: logged in (tokens from the token store)")
 	case st.Rejected != nil:
 		o.log.Warn().Str("token_store", where).Time("rejected_at", st.Rejected.At).
@@ -373,7 +373,7 @@ func (o *OAuth) refreshOnceLocked(ctx context.Context) (Token, error) {
 		return Token{}, err
 	}
 	o.handed = true
-	o.log.Debug().Time("expires", next.AccessExpiry).Dur("journal_took", journaled).Dur("save_took", time.Since(answered)).
+	o.log.Debug().Time("expires", next.AccessExpiry).Dur("journal_took_ms", journaled).Dur("save_took_ms", time.Since(answered)).
 		Msg("oauth: refreshed; new refresh token saved")
 	return NewToken(next.AccessToken, next.AccessExpiry), nil
 }

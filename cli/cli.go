@@ -1,6 +1,10 @@
-// Package cli is boxproxy's command line: it parses the command, loads the
-// configuration once, and runs serve, token, check, login, logout, demo,
-// version or help. main stays a single call.
+// Package cli is boxproxy's command line: it parses the command and its flags
+// (spf13/cobra), loads the configuration once, and runs serve, token, check,
+// login, logout, demo, version or help. main stays a single call.
+//
+// Output: serve (and demo) log JSON records (or console lines) on stderr; the
+// other commands are for people: their result goes to stdout, and
+// diagnostics go to stderr as plain sentences, never as log records.
 package cli
 
 import (
@@ -17,47 +21,238 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/boxproxy/boxproxy/auth"
+	"github.com/boxproxy/boxproxy/buildinfo"
 	"github.com/boxproxy/boxproxy/config"
+	"github.com/boxproxy/boxproxy/proxy"
 	"github.com/boxproxy/boxproxy/server"
 )
 
+// logTimeFormat is RFC 3339 with milliseconds, for every log line's time.
+const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+func init() {
+	// zerolog keeps its time format in a package variable; set it once, before
+	// any logger exists, rather than from NewLogger (which tests call in parallel).
+	zerolog.TimeFieldFormat = logTimeFormat
+}
+
 // Main runs the command in args (without the program name) and returns the
-// exit code.
+// exit code: 0 done, 1 failed, 2 usage error (unknown command, flag or argument).
+// A non-empty version (set at link time) replaces the module version of the
+// binary's build information.
 func Main(args, environ []string, stdout, stderr io.Writer, version string) int {
-	cmd := "serve"
-	if len(args) > 0 {
-		cmd, args = args[0], args[1:]
+	r := &runner{environ: environ, stdout: stdout, stderr: stderr, build: buildinfo.Read(version)}
+	root := r.commands()
+	args = append([]string{}, args...) // never nil: cobra reads os.Args for nil
+	for i, a := range args {
+		if a == "-help" { // Go's flag package accepts it; pflag would read -h -e -l -p
+			args[i] = "--help"
+		}
+		if a == "--" {
+			break
+		}
 	}
-	r := &runner{environ: environ, stdout: stdout, stderr: stderr, version: version}
-	var err error
-	switch cmd {
-	case "serve":
-		err = r.serve(context.Background())
-	case "token":
-		err = r.token(args)
-	case "check":
-		err = r.check()
-	case "login":
-		err = r.login()
-	case "logout":
-		err = r.logout()
-	case "demo":
-		err = r.demo()
-	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "boxproxy %s\n", version)
-	case "help", "--help", "-h", "-help":
-		fmt.Fprint(stdout, Usage())
-	default:
-		fmt.Fprintf(stderr, "boxproxy: unknown command %q (see boxproxy --help)\n", cmd)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return 0
+	}
+	name := "boxproxy"
+	if cmd != nil && cmd != root {
+		name = cmd.CommandPath()
+	} else if cmd == root && !r.usage {
+		name = "boxproxy serve"
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		help := "boxproxy --help"
+		if cmd != nil && cmd != root {
+			help = cmd.CommandPath() + " --help"
+		}
+		fmt.Fprintf(stderr, "%s: %s (see %s)\n", name, oneLine(err.Error()), help)
 		return 2
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "boxproxy %s: %s\n", cmd, oneLine(err.Error()))
-		return 1
+	fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+	return 1
+}
+
+// usageError is a mistake on the command line rather than in the configuration.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+type runner struct {
+	environ        []string
+	stdout, stderr io.Writer
+	build          buildinfo.Info
+	usage          bool // the root command failed on its command line, not as serve
+}
+
+// flagEnv annotates a flag with the variable it sets.
+const flagEnv = "boxproxy-env"
+
+// envFlag adds a string flag that stands for variable name (without prefix):
+// a flag given on the command line wins over the environment, which wins
+// over the default.
+func envFlag(fs *pflag.FlagSet, flag, name, usage string) {
+	fs.String(flag, "", usage+" ("+config.Prefix+name+")")
+	_ = fs.SetAnnotation(flag, flagEnv, []string{config.Prefix + name})
+}
+
+func (r *runner) commands() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "boxproxy",
+		Short:         "a local authenticating reverse proxy for the Box API",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			r.usage = true
+			msg := fmt.Sprintf("unknown command %q", clip(args[0]))
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + s[0] + "?"
+			}
+			return usageError{errors.New(msg)}
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if v, _ := cmd.Flags().GetBool("version"); v {
+				fmt.Fprintln(r.stdout, r.build.String())
+				return nil
+			}
+			return r.serve(cmd)
+		},
 	}
-	return 0
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SuggestionsMinimumDistance = 2
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		if c == root {
+			r.usage = true
+		}
+		return usageError{err}
+	})
+	defaultHelp := root.HelpFunc()
+	root.SetHelpFunc(func(c *cobra.Command, args []string) {
+		if c == root {
+			fmt.Fprint(c.OutOrStdout(), Usage())
+			return
+		}
+		defaultHelp(c, args)
+	})
+	root.Flags().BoolP("version", "v", false, "print the version and exit")
+	root.SetHelpCommand(&cobra.Command{
+		Use:   "help [command]",
+		Short: "help about any command",
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := root.Find(args)
+			if err != nil || len(rest) > 0 {
+				word := strings.Join(args, " ")
+				return usageError{fmt.Errorf("no help for %q: not a command", clip(word))}
+			}
+			return target.Help()
+		},
+	})
+	serveFlags := func(fs *pflag.FlagSet) {
+		envFlag(fs, "listen", "LISTEN", "address to serve on")
+		envFlag(fs, "admin-listen", "ADMIN_LISTEN", "address for /healthz, /readyz and /metrics")
+		envFlag(fs, "public-url", "PUBLIC_URL", "how clients and browsers reach the proxy")
+		envFlag(fs, "auth", "AUTH", "ccg, jwt, oauth or token")
+		envFlag(fs, "jwt-config", "JWT_CONFIG", "path of the Box app's JSON configuration")
+		envFlag(fs, "token-store", "TOKEN_STORE", "file of the oauth method's tokens")
+		envFlag(fs, "log-level", "LOG_LEVEL", "debug, info, warn or error")
+		envFlag(fs, "log-format", "LOG_FORMAT", "json or console")
+	}
+	serveFlags(root.Flags())
+	noArgs := func(_ *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("unexpected argument %q: this command takes flags only", clip(args[0]))}
+		}
+		return nil
+	}
+	const cfgNote = "\n\nConfiguration comes from BOXPROXY_* environment variables (boxproxy --help lists them);\na flag wins over its variable, which wins over the default."
+
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "run the proxy until SIGINT/SIGTERM (then drain and exit 0)",
+		Long:  "Run the proxy until SIGINT or SIGTERM, then let in-flight requests finish and exit 0." + cfgNote,
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return r.serve(cmd) },
+	}
+	serveFlags(serve.Flags())
+
+	token := &cobra.Command{
+		Use:   "token [--as-user ID]",
+		Short: "print one access token (for the configured app, or that user)",
+		Long: "Print one access token on stdout, and nothing else:\n" +
+			`  curl -H "Authorization: Bearer $(boxproxy token)" https://api.box.com/2.0/users/me` + cfgNote,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asUser, _ := cmd.Flags().GetString("as-user")
+			return r.token(cmd, asUser)
+		},
+	}
+	token.Flags().String("as-user", "", "a token for this Box user ID instead of the default subject (ccg, jwt)")
+
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "validate the configuration and obtain one token",
+		Long: "Check the whole configuration (every problem is listed at once, and so are unknown\n" +
+			"BOXPROXY_* variables) and obtain one token. Prints one line; exits 0 when usable." + cfgNote,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return r.check(cmd) },
+	}
+
+	login := &cobra.Command{
+		Use:   "login",
+		Short: "oauth: print the login URL and wait for the browser flow",
+		Long: "oauth method: serve the proxy's login pages, print the URL to open in a browser, and wait\n" +
+			"(BOXPROXY_LOGIN_TIMEOUT) until the login is complete." + cfgNote,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return r.login(cmd) },
+	}
+	logout := &cobra.Command{
+		Use:   "logout",
+		Short: "oauth: revoke the tokens at Box and clear the token store",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return r.logout(cmd) },
+	}
+	demo := &cobra.Command{
+		Use:   "demo",
+		Short: "run the proxy in front of a local Box stand-in and print curl commands",
+		Long:  "Run the proxy in front of a local Box stand-in (no Box account needed) and print curl commands to try.",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return r.demo(cmd) },
+	}
+	version := &cobra.Command{
+		Use:   "version",
+		Short: "print the version, VCS revision and Go version",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintln(r.stdout, r.build.String())
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{token, check} {
+		envFlag(c.Flags(), "auth", "AUTH", "ccg, jwt, oauth or token")
+		envFlag(c.Flags(), "jwt-config", "JWT_CONFIG", "path of the Box app's JSON configuration")
+		envFlag(c.Flags(), "token-store", "TOKEN_STORE", "file of the oauth method's tokens")
+	}
+	envFlag(login.Flags(), "listen", "LISTEN", "address to serve the login pages on")
+	envFlag(login.Flags(), "public-url", "PUBLIC_URL", "how the browser reaches the proxy")
+	envFlag(login.Flags(), "token-store", "TOKEN_STORE", "file to keep the tokens in")
+	envFlag(logout.Flags(), "token-store", "TOKEN_STORE", "file the tokens are kept in")
+	envFlag(demo.Flags(), "listen", "LISTEN", "address to serve on")
+	envFlag(demo.Flags(), "log-level", "LOG_LEVEL", "debug, info, warn or error")
+	envFlag(demo.Flags(), "log-format", "LOG_FORMAT", "json or console")
+	root.AddCommand(serve, token, check, login, logout, demo, version)
+	return root
 }
 
 // Usage is the text of boxproxy --help.
@@ -72,34 +267,78 @@ Usage:
   boxproxy login               oauth: print the login URL and wait for the browser flow
   boxproxy logout              oauth: revoke the tokens at Box and clear the token store
   boxproxy demo                run the proxy in front of a local Box stand-in and print curl commands
-  boxproxy version             print the version
+  boxproxy version             print the version, VCS revision and Go version
+  boxproxy COMMAND --help      that command's flags; -h works too
   boxproxy --help              this text
 
 Routes: /2.0/... -> BOXPROXY_API_URL, /api/2.0/... -> BOXPROXY_UPLOAD_URL, /healthz, /readyz,
 /metrics, /auth/login + /auth/callback (oauth), POST /quitquitquit (when enabled).
 
+Flags mirror the variables people type (--listen, --admin-listen, --public-url, --auth,
+--jwt-config, --token-store, --log-level, --log-format; see each command's --help).
+A flag wins over its variable, which wins over the default. Secrets have no flags.
+Unknown BOXPROXY_* variables are reported: an error for check, a warning otherwise.
+
 Configuration (environment variables; secrets also as NAME_FILE=path):
 ` + config.Help()
 }
 
-type runner struct {
-	environ        []string
-	stdout, stderr io.Writer
-	version        string
+// environ is the environment with the command's flags applied as variables.
+func (r *runner) environWith(cmd *cobra.Command) (env []string, fromFlag map[string]string) {
+	env = append([]string(nil), r.environ...)
+	fromFlag = map[string]string{}
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if v := f.Annotations[flagEnv]; len(v) == 1 {
+			env = append(env, v[0]+"="+f.Value.String())
+			fromFlag[v[0]] = "--" + f.Name
+		}
+	})
+	return env, fromFlag
 }
 
-func (r *runner) load() (*config.Config, zerolog.Logger, error) {
-	cfg, err := config.Load(r.environ)
-	if err != nil {
-		return nil, zerolog.Nop(), err
+// load reads the configuration for cmd. Unknown variables are errors when
+// strict (check), and otherwise come back as warnings — except when the
+// configuration fails, where they are listed with its errors, since a
+// misspelt name is the likeliest cause.
+func (r *runner) load(cmd *cobra.Command, strict bool) (*config.Config, []config.Problem, error) {
+	env, fromFlag := r.environWith(cmd)
+	unknown := config.Unknown(r.environ)
+	cfg, err := config.LoadWith(env, config.Options{CheckKey: checkKey})
+	var errs config.Errors
+	if err != nil && !errors.As(err, &errs) {
+		return nil, unknown, err
 	}
-	return cfg, NewLogger(cfg, r.stderr), nil
+	if err != nil || (strict && len(unknown) > 0) {
+		all := append(append(config.Errors{}, unknown...), errs...)
+		for i, p := range all {
+			if f, ok := fromFlag[p.Var]; ok {
+				all[i].Var = f + " (" + p.Var + ")"
+			}
+		}
+		return nil, nil, all
+	}
+	return cfg, unknown, nil
 }
 
-// NewLogger makes the zerolog logger the configuration asks for.
+// checkKey opens the jwt method's private key while the configuration is
+// checked, so that a wrong passphrase is one of the problems listed at once.
+func checkKey(pemKey []byte, passphrase string) error {
+	_, err := auth.ParsePrivateKey(pemKey, passphrase)
+	return err
+}
+
+// warn prints plain warning sentences for a command that is not serve.
+func (r *runner) warn(cmd *cobra.Command, ps []config.Problem) {
+	for _, p := range ps {
+		fmt.Fprintf(r.stderr, "%s: warning: %s (ignored)\n", cmd.CommandPath(), p.Error())
+	}
+}
+
+// NewLogger makes the zerolog logger the configuration asks for: JSON lines
+// (or console lines) with RFC 3339 millisecond timestamps.
 func NewLogger(cfg *config.Config, w io.Writer) zerolog.Logger {
 	if cfg.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
 	lvl, err := zerolog.ParseLevel(cfg.LogLevel)
 	if err != nil {
@@ -108,16 +347,33 @@ func NewLogger(cfg *config.Config, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
 }
 
-func (r *runner) serve(ctx context.Context) error {
-	cfg, log, err := r.load()
+// plainLogger writes records at lvl or above as plain sentences
+// ("boxproxy login: error: message key=value"), for commands other than serve.
+func plainLogger(cmd *cobra.Command, w io.Writer, lvl zerolog.Level) zerolog.Logger {
+	prefix := cmd.CommandPath()
+	cw := zerolog.ConsoleWriter{
+		Out: w, NoColor: true,
+		PartsOrder:  []string{zerolog.LevelFieldName, zerolog.MessageFieldName},
+		FormatLevel: func(i any) string { return fmt.Sprintf("%s: %s:", prefix, i) },
+	}
+	return zerolog.New(cw).Level(lvl)
+}
+
+func (r *runner) serve(cmd *cobra.Command) error {
+	cfg, unknown, err := r.load(cmd, false)
 	if err != nil {
 		return err
+	}
+	log := NewLogger(cfg, r.stderr)
+	for _, p := range unknown {
+		log.Warn().Str("variable", p.Var).Msg(p.Error() + " (ignored)")
 	}
 	s, err := server.New(cfg, log)
 	if err != nil {
 		return err
 	}
-	return r.run(ctx, cfg, log, s, nil)
+	s.Metrics().SetBuildInfo(r.build)
+	return r.run(context.Background(), cfg, log, s, nil)
 }
 
 // run serves until a signal, logging the start-up line.
@@ -132,7 +388,8 @@ func (r *runner) run(ctx context.Context, cfg *config.Config, log zerolog.Logger
 	}()
 	a := s.Auth()
 	return s.ListenAndRun(ctx, func(addr net.Addr) {
-		log.Info().Str("version", r.version).Str("listen", addr.String()).Str("auth", cfg.Auth).
+		log.Info().Str("version", r.build.Version).Str("revision", r.build.Revision).
+			Str("listen", addr.String()).Str("auth", cfg.Auth).Str("auth_reason", cfg.AuthReason).
 			Str("subject", a.Default.String()).Str("as_user", cfg.AsUser).
 			Str("api", cfg.API.String()).Str("upload", cfg.Upload.String()).Str("token_url", cfg.TokenURL).
 			Bool("inbound_key", cfg.InboundKey != "").Msg("boxproxy serving")
@@ -142,42 +399,31 @@ func (r *runner) run(ctx context.Context, cfg *config.Config, log zerolog.Logger
 	})
 }
 
-func (r *runner) token(args []string) error {
-	asUser := ""
-	for i := 0; i < len(args); i++ {
-		switch a := args[i]; {
-		case a == "--as-user" || a == "-as-user":
-			if i+1 >= len(args) {
-				return errors.New("--as-user needs a user ID")
-			}
-			asUser = args[i+1]
-			i++
-		case strings.HasPrefix(a, "--as-user="):
-			asUser = strings.TrimPrefix(a, "--as-user=")
-		default:
-			return fmt.Errorf("unknown argument %q (usage: boxproxy token [--as-user ID])", a)
+func (r *runner) token(cmd *cobra.Command, asUser string) error {
+	if cmd.Flags().Changed("as-user") {
+		if _, e := proxy.NewAsUserRule(nil).Subject(asUser); e != nil {
+			return usageError{errors.New("--as-user must be a Box user ID (digits only)")}
 		}
 	}
-	cfg, log, err := r.load()
+	cfg, unknown, err := r.load(cmd, false)
 	if err != nil {
 		return err
 	}
-	a, err := server.NewAuth(cfg, log, nil)
+	r.warn(cmd, unknown)
+	a, err := server.NewAuth(cfg, zerolog.Nop(), nil)
 	if err != nil {
 		return err
 	}
 	subject := a.Default
 	if asUser != "" {
-		if !config.IsBoxID(asUser) {
-			return errors.New("--as-user must be a Box user ID (digits only)")
-		}
 		if cfg.AsUser != config.AsUserToken {
 			return fmt.Errorf("--as-user needs a method that mints user tokens (ccg or jwt), not %s", cfg.Auth)
 		}
-		if len(cfg.AllowedUsers) > 0 && !contains(cfg.AllowedUsers, asUser) {
-			return errors.New("--as-user names a user that BOXPROXY_ALLOWED_USERS does not list")
+		s, e := proxy.NewAsUserRule(cfg.AllowedUsers).Subject(asUser)
+		if e != nil {
+			return errors.New("--as-user: " + e.Message)
 		}
-		subject.Type, subject.ID = "user", asUser
+		subject = s
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.TokenTimeout+time.Second)
 	defer cancel()
@@ -189,12 +435,12 @@ func (r *runner) token(args []string) error {
 	return nil
 }
 
-func (r *runner) check() error {
-	cfg, log, err := r.load()
+func (r *runner) check(cmd *cobra.Command) error {
+	cfg, _, err := r.load(cmd, true)
 	if err != nil {
 		return err
 	}
-	a, err := server.NewAuth(cfg, log, nil)
+	a, err := server.NewAuth(cfg, zerolog.Nop(), nil)
 	if err != nil {
 		return err
 	}
@@ -215,7 +461,7 @@ func (r *runner) check() error {
 	if !tok.Expiry.IsZero() {
 		exp = "expires in " + time.Until(tok.Expiry).Round(time.Second).String()
 	}
-	fmt.Fprintf(r.stdout, "ok: %s method, token for %s obtained, %s\n", cfg.Auth, a.Default, exp)
+	fmt.Fprintf(r.stdout, "ok: %s method (%s), token for %s obtained, %s\n", cfg.Auth, cfg.AuthReason, a.Default, exp)
 	return nil
 }
 
@@ -241,15 +487,20 @@ func checkDeveloperToken(ctx context.Context, client *http.Client, cfg *config.C
 	return nil
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// clip keeps a command-line word short and printable for an error message.
+func clip(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return s
 }

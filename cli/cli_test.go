@@ -61,7 +61,7 @@ func TestCLIVersionPrintsTheBuildVersion(t *testing.T) {
 	t.Parallel()
 	for _, arg := range []string{"version", "--version"} {
 		code, stdout, stderr := run(t, nil, arg)
-		if code != 0 || stdout != "boxproxy 1.2.3-test\n" || stderr != "" {
+		if code != 0 || !regexp.MustCompile(`^boxproxy 1\.2\.3-test revision \S+ go\S+ \S+/\S+\n$`).MatchString(stdout) || stderr != "" {
 			t.Errorf("%s: %d %q %q", arg, code, stdout, stderr)
 		}
 	}
@@ -125,18 +125,20 @@ func TestCLITokenRefusesBadArgumentsWithOneLine(t *testing.T) {
 		env  []string
 		args []string
 		want string
+		code int // 2: a mistake on the command line; 1: the command failed
 	}{
-		{"missing ID", allowed, []string{"token", "--as-user"}, "--as-user"},
-		{"not an ID", allowed, []string{"token", "--as-user", "alice"}, "--as-user"},
-		{"unknown flag", allowed, []string{"token", "--user", "2001"}, "--user"},
-		{"user not allowed", allowed, []string{"token", "--as-user", "2002"}, "BOXPROXY_ALLOWED_USERS"},
-		{"method without user tokens", devEnv, []string{"token", "--as-user", "2001"}, "ccg or jwt"},
+		{"missing ID", allowed, []string{"token", "--as-user"}, "--as-user", 2},
+		{"not an ID", allowed, []string{"token", "--as-user", "alice"}, "--as-user", 2},
+		{"unknown flag", allowed, []string{"token", "--user", "2001"}, "--user", 2},
+		{"stray argument", allowed, []string{"token", "2001"}, `"2001"`, 2},
+		{"user not allowed", allowed, []string{"token", "--as-user", "2002"}, "BOXPROXY_ALLOWED_USERS", 1},
+		{"method without user tokens", devEnv, []string{"token", "--as-user", "2001"}, "ccg or jwt", 1},
 	} {
 		tokens := len(box.TokenRequests())
 		code, stdout, stderr := run(t, tc.env, tc.args...)
 		lines := humanLines(stderr)
-		if code != 1 || stdout != "" || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
-			t.Errorf("%s: %d %q %q; want exit 1 and one line mentioning %s", tc.name, code, stdout, stderr, tc.want)
+		if code != tc.code || stdout != "" || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("%s: %d %q %q; want exit %d and one line mentioning %s", tc.name, code, stdout, stderr, tc.code, tc.want)
 		}
 		if strings.Contains(stdout+stderr, "Qw7p") {
 			t.Errorf("%s: a secret was printed", tc.name)
@@ -177,7 +179,7 @@ func TestCLICheckSaysOKOrExitsNonZeroWithTheReason(t *testing.T) {
 	t.Parallel()
 	box := startBox(t)
 	code, stdout, stderr := run(t, ccgEnv(box, clientSecret), "check")
-	if code != 0 || !regexp.MustCompile(`^ok: ccg method, token for \S*`+enterpriseID+`\S* obtained, expires in \S+\n$`).MatchString(stdout) {
+	if code != 0 || !regexp.MustCompile(`^ok: ccg method \(client ID with BOXPROXY_ENTERPRISE_ID and no key\), token for \S*`+enterpriseID+`\S* obtained, expires in \S+\n$`).MatchString(stdout) {
 		t.Errorf("check: %d %q %q", code, stdout, stderr)
 	}
 	box.SetTokenFault(fakebox.Fault503)
@@ -190,5 +192,58 @@ func TestCLICheckSaysOKOrExitsNonZeroWithTheReason(t *testing.T) {
 	code, stdout, stderr = run(t, ccgEnv(box, wrong), "check")
 	if lines := humanLines(stderr); code != 1 || stdout != "" || len(lines) != 1 || strings.Contains(stderr, wrong) {
 		t.Errorf("check with a wrong secret: %d %q %q; want 1 and one line without the secret", code, stdout, stderr)
+	}
+}
+
+func TestCLIHelpOfEveryCommandPrintsUsageAndRunsNothing(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	env := append(ccgEnv(box, clientSecret), "BOXPROXY_LISTEN=127.0.0.1:1") // serving would fail: port 1 is privileged
+	for _, cmd := range []string{"", "serve", "token", "check", "login", "logout", "demo", "version", "help"} {
+		for _, h := range []string{"--help", "-h"} {
+			args := []string{h}
+			if cmd != "" {
+				args = []string{cmd, h}
+			}
+			code, stdout, stderr := run(t, env, args...)
+			if code != 0 || stderr != "" || !strings.Contains(stdout, "Usage:") {
+				t.Errorf("%v: %d, stderr %q, stdout %.60q; want 0 and usage", args, code, stderr, stdout)
+			}
+		}
+	}
+	if n := len(box.TokenRequests()); n != 0 {
+		t.Errorf("--help made %d token requests", n)
+	}
+}
+
+func TestCLIUnknownVariableFailsCheckAndIsAPlainWarningForToken(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	env := append(ccgEnv(box, clientSecret), "BOXPROXY_TOKEN_CACHE=5")
+	code, stdout, stderr := run(t, env, "check")
+	if code != 1 || stdout != "" || stderr != "boxproxy check: BOXPROXY_TOKEN_CACHE: unknown variable; did you mean BOXPROXY_TOKEN_CACHE_SIZE?\n" {
+		t.Errorf("check: %d %q %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, env, "token")
+	if code != 0 || !regexp.MustCompile(`^\S+\n$`).MatchString(stdout) ||
+		stderr != "boxproxy token: warning: BOXPROXY_TOKEN_CACHE: unknown variable; did you mean BOXPROXY_TOKEN_CACHE_SIZE? (ignored)\n" {
+		t.Errorf("token: %d %q %q", code, stdout, stderr)
+	}
+}
+
+func TestCLIFlagWinsOverItsVariableAndItsErrorsNameTheFlag(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	// --auth oauth over a ccg environment: the enterprise ID no longer fits.
+	code, _, stderr := run(t, append(ccgEnv(box, clientSecret), "BOXPROXY_AUTH=ccg"), "check", "--auth", "oauth")
+	if code != 1 || !strings.Contains(stderr, "BOXPROXY_ENTERPRISE_ID: set, but the oauth method does not use it") {
+		t.Errorf("check --auth oauth: %d %q", code, stderr)
+	}
+	code, _, stderr = run(t, ccgEnv(box, clientSecret), "check", "--auth=basic")
+	if code != 1 || !strings.Contains(stderr, "--auth (BOXPROXY_AUTH): unknown method") {
+		t.Errorf("check --auth=basic: %d %q", code, stderr)
+	}
+	if n := len(box.TokenRequests()); n != 0 {
+		t.Errorf("%d token requests for refused configurations", n)
 	}
 }

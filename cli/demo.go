@@ -6,6 +6,8 @@ import (
 	"net"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/fakebox"
 	"github.com/boxproxy/boxproxy/server"
@@ -21,7 +23,7 @@ const (
 // demo runs the proxy (Client Credentials Grant) in front of a local Box
 // stand-in — the same one the integration tests use — and prints curl
 // commands that work against it. No Box account is needed.
-func (r *runner) demo() error {
+func (r *runner) demo(cmd *cobra.Command) error {
 	box, err := fakebox.Start(fakebox.Config{
 		ClientID: demoClientID, ClientSecret: demoClientSecret, EnterpriseID: demoEnterprise,
 		Users: []fakebox.User{
@@ -35,7 +37,8 @@ func (r *runner) demo() error {
 	defer box.Close()
 
 	environ := []string{}
-	for _, kv := range r.environ { // keep the user's listen address, log settings and the like
+	given, _ := r.environWith(cmd)
+	for _, kv := range given { // keep the user's listen address, log settings and the like
 		k, _, _ := strings.Cut(kv, "=")
 		switch strings.TrimPrefix(k, config.Prefix) {
 		case "LISTEN", "LOG_LEVEL", "LOG_FORMAT", "PUBLIC_URL", "TOKEN_CACHE_SIZE", "ALLOWED_USERS", "QUIT_ENDPOINT", "INBOUND_KEY":
@@ -56,10 +59,14 @@ func (r *runner) demo() error {
 		return err
 	}
 	log := NewLogger(cfg, r.stderr)
+	for _, p := range config.Unknown(r.environ) {
+		log.Warn().Str("variable", p.Var).Msg(p.Error() + " (ignored)")
+	}
 	s, err := server.New(cfg, log)
 	if err != nil {
 		return err
 	}
+	s.Metrics().SetBuildInfo(r.build)
 	return r.run(context.Background(), cfg, log, s, func(addr net.Addr) {
 		base := "http://" + addr.String()
 		fmt.Fprintf(r.stdout, `boxproxy demo: the proxy listens on %[1]s in front of a local Box stand-in (%[2]s).

@@ -10,17 +10,24 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
 	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/server"
 )
 
 // login serves the proxy (the callback must reach it), prints the URL to open,
 // waits until a browser completes the flow, and exits.
-func (r *runner) login() error {
-	cfg, log, err := r.load()
+func (r *runner) login(cmd *cobra.Command) error {
+	cfg, unknown, err := r.load(cmd, false)
 	if err != nil {
 		return err
 	}
+	r.warn(cmd, unknown)
+	// Plain sentences, errors only: the start-up line, access lines and the
+	// "login required" of the warm-up are noise while a person logs in.
+	log := plainLogger(cmd, r.stderr, zerolog.ErrorLevel)
 	if cfg.Auth != config.MethodOAuth {
 		return fmt.Errorf("login is for the oauth method, but BOXPROXY_AUTH is %s", cfg.Auth)
 	}
@@ -84,11 +91,13 @@ func (r *runner) login() error {
 }
 
 // logout revokes the tokens at Box and removes the token store.
-func (r *runner) logout() error {
-	cfg, log, err := r.load()
+func (r *runner) logout(cmd *cobra.Command) error {
+	cfg, unknown, err := r.load(cmd, false)
 	if err != nil {
 		return err
 	}
+	r.warn(cmd, unknown)
+	log := plainLogger(cmd, r.stderr, zerolog.ErrorLevel)
 	if cfg.Auth != config.MethodOAuth {
 		return fmt.Errorf("logout is for the oauth method, but BOXPROXY_AUTH is %s", cfg.Auth)
 	}

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -40,21 +41,21 @@ const (
 type Config struct {
 	Listen          string        `env:"LISTEN" envDefault:"127.0.0.1:8080" help:"address to serve on; a non-loopback address needs BOXPROXY_INBOUND_KEY"`
 	Auth            string        `env:"AUTH" helpDefault:"inferred" help:"ccg, jwt, oauth or token; inferred from the credentials that are set"`
-	ClientID        string        `env:"CLIENT_ID" secret:"file" help:"the Box app's client ID (ccg, jwt, oauth)"`
-	ClientSecret    string        `env:"CLIENT_SECRET" secret:"true" help:"the Box app's client secret (ccg, jwt, oauth)"`
+	ClientID        string        `env:"CLIENT_ID" secret:"file" what:"the client ID" help:"the Box app's client ID (ccg, jwt, oauth)"`
+	ClientSecret    string        `env:"CLIENT_SECRET" secret:"true" what:"the client secret" help:"the Box app's client secret (ccg, jwt, oauth)"`
 	EnterpriseID    string        `env:"ENTERPRISE_ID" help:"default subject: the enterprise's Service Account (ccg, jwt)"`
 	UserID          string        `env:"USER_ID" help:"default subject: this user instead of the Service Account (ccg, jwt)"`
-	JWTConfig       string        `env:"JWT_CONFIG" help:"path of the JSON app configuration from the Box Developer Console (jwt)"`
+	JWTConfig       string        `env:"JWT_CONFIG" help:"path of the JSON app configuration from the Box Developer Console, or its JSON text (jwt); see the README for how it combines with the variables"`
 	JWTKeyID        string        `env:"JWT_KEY_ID" help:"public key ID, when the key is given without the JSON file (jwt)"`
-	JWTPrivateKey   string        `env:"JWT_PRIVATE_KEY" help:"path of the PEM private key, when given without the JSON file (jwt)"`
-	JWTPassphrase   string        `env:"JWT_PASSPHRASE" secret:"true" help:"passphrase of an encrypted private key (jwt)"`
-	DeveloperToken  string        `env:"DEVELOPER_TOKEN" secret:"true" help:"a fixed developer token (token method); it cannot be refreshed"`
+	JWTPrivateKey   string        `env:"JWT_PRIVATE_KEY" help:"path of the PEM private key, or the PEM text itself, when given without the JSON file (jwt)"`
+	JWTPassphrase   string        `env:"JWT_PASSPHRASE" secret:"true" what:"the private key's passphrase" help:"passphrase of an encrypted private key (jwt)"`
+	DeveloperToken  string        `env:"DEVELOPER_TOKEN" secret:"true" what:"the developer token" help:"a fixed developer token (token method); it cannot be refreshed"`
 	TokenStore      string        `env:"TOKEN_STORE" envDefault:"boxproxy-tokens.json" help:"file where the oauth method keeps its tokens between runs (mode 0600)"`
 	PublicURL       string        `env:"PUBLIC_URL" helpDefault:"http://localhost:<port of BOXPROXY_LISTEN>" help:"how clients and browsers reach the proxy; OAuth redirect URI is this + /auth/callback"`
 	AsUser          string        `env:"AS_USER" helpDefault:"token for ccg/jwt, else header" help:"token (As-User picks a token minted for that user) or header (As-User is passed on beside the app's token)"`
 	AllowedUsers    []string      `env:"ALLOWED_USERS" envSeparator:"," helpDefault:"all" help:"comma-separated user IDs that As-User may name"`
 	TokenCacheSize  int           `env:"TOKEN_CACHE_SIZE" envDefault:"10000" help:"how many subjects' tokens the cache keeps (about 1 KiB each)"`
-	InboundKey      string        `env:"INBOUND_KEY" secret:"true" help:"when set, every request must carry Proxy-Authorization: Bearer <key>"`
+	InboundKey      string        `env:"INBOUND_KEY" secret:"true" what:"the inbound key" help:"when set, every request must carry Proxy-Authorization: Bearer <key>"`
 	APIURL          string        `env:"API_URL" envDefault:"https://api.box.com" help:"upstream for /2.0/..."`
 	UploadURL       string        `env:"UPLOAD_URL" envDefault:"https://upload.box.com" help:"upstream for /api/2.0/... (uploads)"`
 	TokenURL        string        `env:"TOKEN_URL" envDefault:"https://api.box.com/oauth2/token" help:"Box's token endpoint"`
@@ -71,12 +72,19 @@ type Config struct {
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"5m" help:"longest wait for Box's answer head once the request is sent"`
 	UpstreamCAFile  string        `env:"UPSTREAM_CA_FILE" helpDefault:"system roots" help:"PEM file of CA certificates trusted for Box's TLS (for egress proxies that re-sign TLS); added to the system roots"`
 	AdminListen     string        `env:"ADMIN_LISTEN" helpDefault:"probes on BOXPROXY_LISTEN" help:"address serving /healthz, /readyz and /metrics without Host check or inbound key; forwards nothing"`
-	RedisURL        string        `env:"REDIS_URL" secret:"true" helpDefault:"each process alone" help:"redis:// or rediss:// URL: replicas of one app share their token cache and their OAuth login"`
-	StoreKey        string        `env:"STORE_KEY" secret:"true" helpDefault:"derived from the client secret" help:"at least 32 characters keying the encryption of every stored token (Redis and BOXPROXY_TOKEN_STORE)"`
+	RedisURL        string        `env:"REDIS_URL" secret:"true" what:"the Redis URL" helpDefault:"each process alone" help:"redis:// or rediss:// URL: replicas of one app share their token cache and their OAuth login"`
+	StoreKey        string        `env:"STORE_KEY" secret:"true" what:"the store key" helpDefault:"derived from the client secret" help:"at least 32 characters keying the encryption of every stored token (Redis and BOXPROXY_TOKEN_STORE)"`
 	OAuthKeepalive  time.Duration `env:"OAUTH_KEEPALIVE" envDefault:"72h" help:"an idle oauth login is refreshed at least this often, so Box's 60-day refresh-token expiry never ends it"`
 
 	// Derived by Load.
 	Public, API, Upload *url.URL `env:"-"`
+	// AuthReason says why Auth is what it is, for the start-up line.
+	AuthReason string `env:"-"`
+	// JWTKey is the jwt method's PEM private key, from BOXPROXY_JWT_PRIVATE_KEY
+	// (a path or the PEM text) or from the JSON app configuration; JWTKeyVar
+	// names where it came from, for errors about the key.
+	JWTKey    []byte `env:"-"`
+	JWTKeyVar string `env:"-"`
 }
 
 // ByteSize is a size such as 10MiB, 512KiB, 1GB or 1048576.
@@ -104,66 +112,84 @@ func (b *ByteSize) UnmarshalText(t []byte) error {
 	return nil
 }
 
-// Load reads the configuration from environ (os.Environ() form) and checks it.
-func Load(environ []string) (*Config, error) {
-	vars, err := expandFiles(environ)
-	if err != nil {
-		return nil, err
-	}
+// Load reads the configuration from environ (os.Environ() form) and checks
+// all of it. Its error is an Errors listing every problem at once, each
+// naming its variable and never its value. Unknown BOXPROXY_* variables are
+// not its business: see Unknown.
+func Load(environ []string) (*Config, error) { return LoadWith(environ, Options{}) }
+
+// Options adjust LoadWith.
+type Options struct {
+	// CheckKey, when set, is asked whether the jwt method's private key opens
+	// with its passphrase (config does no cryptography itself), so that a wrong
+	// passphrase is listed with every other problem. Its error must not quote
+	// the key or the passphrase.
+	CheckKey func(pemKey []byte, passphrase string) error
+}
+
+// LoadWith is Load with options.
+func LoadWith(environ []string, o Options) (*Config, error) {
+	var ps problems
+	ps.checkKey = o.CheckKey
+	vars := expandFiles(environ, &ps)
 	var c Config
 	if err := env.ParseWithOptions(&c, env.Options{Prefix: Prefix, Environment: vars}); err != nil {
-		return nil, cleanEnvError(err)
+		envProblems(err, &ps)
 	}
-	if err := c.check(); err != nil {
+	c.check(&ps)
+	if err := ps.err(); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
-// secretVars lists the variables that have a _FILE form.
-func secretVars() []string {
-	var out []string
-	t := reflect.TypeOf(Config{})
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if f.Tag.Get("secret") != "" {
-			out = append(out, Prefix+f.Tag.Get("env"))
-		}
-	}
-	return out
-}
-
 // expandFiles turns NAME_FILE=path into NAME=<file contents, without a final newline>.
-func expandFiles(environ []string) (map[string]string, error) {
+func expandFiles(environ []string, ps *problems) map[string]string {
 	vars := make(map[string]string, len(environ))
 	for _, kv := range environ {
 		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, Prefix) {
 			vars[k] = v
 		}
 	}
-	for _, name := range secretVars() {
-		path, ok := vars[name+"_FILE"]
+	t := reflect.TypeOf(Config{})
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Tag.Get("secret") == "" {
+			continue
+		}
+		name := f.Tag.Get("env")
+		path, ok := vars[Prefix+name+"_FILE"]
 		if !ok {
 			continue
 		}
-		if _, both := vars[name]; both {
-			return nil, fmt.Errorf("%s and %s_FILE are both set: set only one", name, name)
+		what := "a file holding " + f.Tag.Get("what")
+		if _, both := vars[Prefix+name]; both {
+			ps.add(name+"_FILE", "%s%s is set too: set only one of them", Prefix, name)
+			continue
 		}
-		data, err := os.ReadFile(path)
+		data, err := os.ReadFile(strings.TrimSpace(path))
 		if err != nil {
-			return nil, fmt.Errorf("%s_FILE: cannot read %s: %v", name, path, UnwrapPathError(err))
+			hint := valueHint(path)
+			if hint == "" {
+				hint = "; to give the value itself, set " + Prefix + name + " instead"
+			}
+			ps.add(name+"_FILE", "cannot read the file it names (%v): it takes the path of %s%s", UnwrapPathError(err), what, hint)
+			ps.mark(name)
+			continue
 		}
 		v := strings.TrimRight(string(data), "\r\n")
 		if v == "" {
-			return nil, fmt.Errorf("%s_FILE: %s is empty", name, path)
+			ps.add(name+"_FILE", "the file it names is empty: it must hold %s", f.Tag.Get("what"))
+			ps.mark(name)
+			continue
 		}
-		vars[name] = v
+		vars[Prefix+name] = v
 	}
-	return vars, nil
+	return vars
 }
 
 // UnwrapPathError drops the path and operation of an *os.PathError, for
-// messages that already name the file.
+// messages that already name the file (or must not repeat it).
 func UnwrapPathError(err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
@@ -172,22 +198,21 @@ func UnwrapPathError(err error) error {
 	return err
 }
 
-// cleanEnvError keeps the env library's message but never a variable's value.
-func cleanEnvError(err error) error {
+// envProblems turns the env library's errors into Problems, never with a variable's value.
+func envProblems(err error, ps *problems) {
 	var agg env.AggregateError
-	if errors.As(err, &agg) {
-		var msgs []string
-		for _, e := range agg.Errors {
-			var pe env.ParseError
-			if errors.As(e, &pe) {
-				msgs = append(msgs, fmt.Sprintf("%s%s: %s", Prefix, envName(pe.Name), expected(pe.Type)))
-				continue
-			}
-			msgs = append(msgs, e.Error())
-		}
-		return errors.New(strings.Join(msgs, "; "))
+	if !errors.As(err, &agg) {
+		ps.add("", "%s", oneLine(err.Error()))
+		return
 	}
-	return err
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			ps.add(envName(pe.Name), "%s", expected(pe.Type))
+			continue
+		}
+		ps.add("", "%s", oneLine(e.Error()))
+	}
 }
 
 // expected says what a variable of type t must look like (never echoing the value).
@@ -214,71 +239,60 @@ func envName(field string) string {
 	return field
 }
 
-func (c *Config) check() error {
-	// Which method?
-	inferred := ""
+// inferMethod picks the auth method from the credentials that are set, and says why.
+func (c *Config) inferMethod() (method, reason string) {
 	switch {
 	case c.DeveloperToken != "":
-		inferred = MethodToken
-	case c.JWTConfig != "" || c.JWTPrivateKey != "":
-		inferred = MethodJWT
-	case c.ClientID != "" && (c.EnterpriseID != "" || c.UserID != ""):
-		inferred = MethodCCG
+		return MethodToken, Prefix + "DEVELOPER_TOKEN is set"
+	case c.JWTConfig != "":
+		return MethodJWT, Prefix + "JWT_CONFIG is set"
+	case c.JWTPrivateKey != "":
+		return MethodJWT, Prefix + "JWT_PRIVATE_KEY is set"
+	case c.ClientID != "" && c.EnterpriseID != "":
+		return MethodCCG, "client ID with " + Prefix + "ENTERPRISE_ID and no key"
+	case c.ClientID != "" && c.UserID != "":
+		return MethodCCG, "client ID with " + Prefix + "USER_ID and no key"
 	case c.ClientID != "":
-		inferred = MethodOAuth
+		return MethodOAuth, "client ID and secret without a subject (neither " + Prefix + "ENTERPRISE_ID nor " + Prefix + "USER_ID is set)"
 	}
-	if c.Auth == "" {
-		c.Auth = inferred
+	return "", ""
+}
+
+func (c *Config) check(ps *problems) {
+	// Which method?
+	inferred, reason := c.inferMethod()
+	switch {
+	case ps.has("AUTH"):
+	case c.Auth == "":
+		c.Auth, c.AuthReason = inferred, reason
+	default:
+		c.AuthReason = "set by " + Prefix + "AUTH"
 	}
 	switch c.Auth {
 	case "":
-		return errors.New("no Box credentials: set BOXPROXY_CLIENT_ID + BOXPROXY_CLIENT_SECRET + BOXPROXY_ENTERPRISE_ID (ccg), " +
-			"BOXPROXY_JWT_CONFIG (jwt), BOXPROXY_CLIENT_ID + BOXPROXY_CLIENT_SECRET (oauth) or BOXPROXY_DEVELOPER_TOKEN (token); see boxproxy --help")
+		ps.add("AUTH", "no Box credentials: set %[1]sCLIENT_ID + %[1]sCLIENT_SECRET + %[1]sENTERPRISE_ID (ccg), "+
+			"%[1]sJWT_CONFIG (jwt), %[1]sCLIENT_ID + %[1]sCLIENT_SECRET (oauth) or %[1]sDEVELOPER_TOKEN (token); see boxproxy --help", Prefix)
 	case MethodCCG:
-		if err := c.need("ccg", "CLIENT_ID", c.ClientID, "CLIENT_SECRET", c.ClientSecret); err != nil {
-			return err
-		}
+		c.need(ps, "ccg", "CLIENT_ID", c.ClientID, "CLIENT_SECRET", c.ClientSecret)
 		if c.EnterpriseID == "" && c.UserID == "" {
-			return errors.New("ccg needs a subject: set BOXPROXY_ENTERPRISE_ID (Service Account) or BOXPROXY_USER_ID")
+			ps.add("ENTERPRISE_ID", "the ccg method needs a subject: set it (the Service Account) or %sUSER_ID", Prefix)
 		}
-		if err := c.forbid("ccg", "DEVELOPER_TOKEN", c.DeveloperToken, "JWT_CONFIG", c.JWTConfig, "JWT_PRIVATE_KEY", c.JWTPrivateKey); err != nil {
-			return err
-		}
+		c.forbid(ps, "ccg", "DEVELOPER_TOKEN", c.DeveloperToken, "JWT_CONFIG", c.JWTConfig, "JWT_PRIVATE_KEY", c.JWTPrivateKey)
 	case MethodJWT:
-		if c.JWTConfig != "" && (c.JWTPrivateKey != "" || c.JWTKeyID != "") {
-			return errors.New("BOXPROXY_JWT_CONFIG and BOXPROXY_JWT_PRIVATE_KEY/BOXPROXY_JWT_KEY_ID are both set: use the JSON file or the separate variables, not both")
-		}
-		if c.JWTConfig == "" {
-			if err := c.need("jwt", "JWT_PRIVATE_KEY", c.JWTPrivateKey, "JWT_KEY_ID", c.JWTKeyID, "CLIENT_ID", c.ClientID, "CLIENT_SECRET", c.ClientSecret); err != nil {
-				return err
-			}
-			if c.EnterpriseID == "" && c.UserID == "" {
-				return errors.New("jwt needs a subject: set BOXPROXY_ENTERPRISE_ID (Service Account) or BOXPROXY_USER_ID")
-			}
-		}
-		if err := c.forbid("jwt", "DEVELOPER_TOKEN", c.DeveloperToken); err != nil {
-			return err
-		}
+		c.forbid(ps, "jwt", "DEVELOPER_TOKEN", c.DeveloperToken)
+		c.resolveJWT(ps)
 	case MethodOAuth:
-		if err := c.need("oauth", "CLIENT_ID", c.ClientID, "CLIENT_SECRET", c.ClientSecret); err != nil {
-			return err
-		}
-		if err := c.forbid("oauth", "ENTERPRISE_ID", c.EnterpriseID, "USER_ID", c.UserID, "DEVELOPER_TOKEN", c.DeveloperToken,
-			"JWT_CONFIG", c.JWTConfig, "JWT_PRIVATE_KEY", c.JWTPrivateKey); err != nil {
-			return err
-		}
+		c.need(ps, "oauth", "CLIENT_ID", c.ClientID, "CLIENT_SECRET", c.ClientSecret)
+		c.forbid(ps, "oauth", "ENTERPRISE_ID", c.EnterpriseID, "USER_ID", c.UserID, "DEVELOPER_TOKEN", c.DeveloperToken,
+			"JWT_CONFIG", c.JWTConfig, "JWT_PRIVATE_KEY", c.JWTPrivateKey)
 		if c.TokenStore == "" {
-			return errors.New("oauth needs BOXPROXY_TOKEN_STORE (a file path)")
+			ps.add("TOKEN_STORE", "the oauth method needs a file path here")
 		}
 	case MethodToken:
-		if err := c.need("token", "DEVELOPER_TOKEN", c.DeveloperToken); err != nil {
-			return err
-		}
-		if err := c.forbid("token", "CLIENT_SECRET", c.ClientSecret, "JWT_CONFIG", c.JWTConfig, "JWT_PRIVATE_KEY", c.JWTPrivateKey); err != nil {
-			return err
-		}
+		c.need(ps, "token", "DEVELOPER_TOKEN", c.DeveloperToken)
+		c.forbid(ps, "token", "CLIENT_SECRET", c.ClientSecret, "JWT_CONFIG", c.JWTConfig, "JWT_PRIVATE_KEY", c.JWTPrivateKey)
 	default:
-		return fmt.Errorf("BOXPROXY_AUTH=%q: use ccg, jwt, oauth or token", sanitize(c.Auth))
+		ps.add("AUTH", "unknown method: use ccg, jwt, oauth or token")
 	}
 
 	switch c.AsUser {
@@ -290,142 +304,146 @@ func (c *Config) check() error {
 	case AsUserHeader:
 	case AsUserToken:
 		if c.Auth == MethodOAuth || c.Auth == MethodToken {
-			return fmt.Errorf("BOXPROXY_AS_USER=token needs ccg or jwt (the %s method cannot mint user tokens): use header", c.Auth)
+			ps.add("AS_USER", "token needs ccg or jwt (the %s method cannot mint user tokens): use header", c.Auth)
 		}
 	default:
-		return fmt.Errorf("BOXPROXY_AS_USER=%q: use token or header", sanitize(c.AsUser))
+		ps.add("AS_USER", "use token or header")
 	}
 	for _, id := range []struct{ name, v string }{{"ENTERPRISE_ID", c.EnterpriseID}, {"USER_ID", c.UserID}} {
 		if id.v != "" && !IsBoxID(id.v) {
-			return fmt.Errorf("BOXPROXY_%s=%q is not a Box ID (digits only)", id.name, sanitize(id.v))
+			ps.add(id.name, "not a Box ID (digits only)")
 		}
 	}
 	for i, u := range c.AllowedUsers {
 		u = strings.TrimSpace(u)
 		if !IsBoxID(u) {
-			return fmt.Errorf("BOXPROXY_ALLOWED_USERS: %q is not a Box user ID (digits only)", sanitize(u))
+			ps.add("ALLOWED_USERS", "item %d is not a Box user ID (comma-separated digits)", i+1)
+			break
 		}
 		c.AllowedUsers[i] = u
 	}
 
 	// LISTEN first: the default PUBLIC_URL is made from its port.
 	host, port, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		return fmt.Errorf("BOXPROXY_LISTEN=%q is not host:port (e.g. 127.0.0.1:8080)", sanitize(c.Listen))
+	switch {
+	case err != nil:
+		ps.add("LISTEN", "not host:port (e.g. 127.0.0.1:8080)")
+	case !isPort(port):
+		ps.add("LISTEN", "the port must be a number from 0 to 65535")
+	case !IsLoopback(host) && c.InboundKey == "":
+		ps.add("LISTEN", "not a loopback address: anyone who reaches it would use your Box credentials; "+
+			"set %sINBOUND_KEY (or _FILE), or listen on 127.0.0.1", Prefix)
 	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("BOXPROXY_LISTEN=%q: the port must be a number", sanitize(c.Listen))
-	}
-	if c.API, err = parseURL("API_URL", c.APIURL); err != nil {
-		return err
-	}
-	if c.Upload, err = parseURL("UPLOAD_URL", c.UploadURL); err != nil {
-		return err
-	}
+	c.API = parseURL(ps, "API_URL", c.APIURL)
+	c.Upload = parseURL(ps, "UPLOAD_URL", c.UploadURL)
 	if c.PublicURL == "" {
+		if port == "" {
+			port = "8080"
+		}
 		c.PublicURL = "http://localhost:" + port
 	}
-	if c.Public, err = parseURL("PUBLIC_URL", c.PublicURL); err != nil {
-		return err
-	}
-	if _, err = parseURL("TOKEN_URL", c.TokenURL); err != nil {
-		return err
-	}
-	if _, err = parseURL("AUTHORIZE_URL", c.AuthorizeURL); err != nil {
-		return err
-	}
+	c.Public = parseURL(ps, "PUBLIC_URL", c.PublicURL)
+	parseURL(ps, "TOKEN_URL", c.TokenURL)
+	parseURL(ps, "AUTHORIZE_URL", c.AuthorizeURL)
 
-	if !IsLoopback(host) && c.InboundKey == "" {
-		return fmt.Errorf("BOXPROXY_LISTEN=%s is not a loopback address: anyone who reaches it would use your Box credentials; "+
-			"set BOXPROXY_INBOUND_KEY (or _FILE), or listen on 127.0.0.1", sanitize(c.Listen))
-	}
 	if c.InboundKey != "" && len(c.InboundKey) < 16 {
-		return errors.New("BOXPROXY_INBOUND_KEY is too short: use at least 16 characters (e.g. openssl rand -hex 32)")
+		ps.add("INBOUND_KEY", "too short: use at least 16 characters (e.g. openssl rand -hex 32)")
 	}
 	if c.TokenCacheSize < 1 {
-		return errors.New("BOXPROXY_TOKEN_CACHE_SIZE must be at least 1")
+		ps.add("TOKEN_CACHE_SIZE", "must be at least 1")
 	}
 	if c.UpstreamRetries < 0 || c.UpstreamRetries > 10 {
-		return errors.New("BOXPROXY_UPSTREAM_RETRIES must be between 0 and 10")
+		ps.add("UPSTREAM_RETRIES", "must be between 0 and 10")
 	}
-	if c.TokenTimeout <= 0 || c.ShutdownTimeout < 0 {
-		return errors.New("BOXPROXY_TOKEN_TIMEOUT must be positive and BOXPROXY_SHUTDOWN_TIMEOUT not negative")
-	}
-	if c.HeaderTimeout <= 0 {
-		return errors.New("BOXPROXY_HEADER_TIMEOUT must be positive")
-	}
-	if c.LoginTimeout <= 0 {
-		return errors.New("BOXPROXY_LOGIN_TIMEOUT must be positive")
-	}
-	if c.UpstreamTimeout <= 0 {
-		return errors.New("BOXPROXY_UPSTREAM_TIMEOUT must be positive")
-	}
-	if c.OAuthKeepalive <= 0 {
-		return errors.New("BOXPROXY_OAUTH_KEEPALIVE must be positive")
+	for _, d := range []struct {
+		name   string
+		v      time.Duration
+		zeroOK bool
+	}{
+		{"TOKEN_TIMEOUT", c.TokenTimeout, false},
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout, true},
+		{"HEADER_TIMEOUT", c.HeaderTimeout, false},
+		{"LOGIN_TIMEOUT", c.LoginTimeout, false},
+		{"UPSTREAM_TIMEOUT", c.UpstreamTimeout, false},
+		{"OAUTH_KEEPALIVE", c.OAuthKeepalive, false},
+	} {
+		switch {
+		case d.zeroOK && d.v < 0:
+			ps.add(d.name, "must not be negative")
+		case !d.zeroOK && d.v <= 0:
+			ps.add(d.name, "must be positive")
+		}
 	}
 	if c.AdminListen != "" {
 		if _, p, err := net.SplitHostPort(c.AdminListen); err != nil {
-			return fmt.Errorf("BOXPROXY_ADMIN_LISTEN=%q is not host:port (e.g. 0.0.0.0:9090)", sanitize(c.AdminListen))
-		} else if _, err := strconv.ParseUint(p, 10, 16); err != nil {
-			return fmt.Errorf("BOXPROXY_ADMIN_LISTEN=%q: the port must be a number", sanitize(c.AdminListen))
+			ps.add("ADMIN_LISTEN", "not host:port (e.g. 0.0.0.0:9090)")
+		} else if !isPort(p) {
+			ps.add("ADMIN_LISTEN", "the port must be a number from 0 to 65535")
+		}
+	}
+	if c.UpstreamCAFile != "" {
+		if data, ok := readPath(ps, "UPSTREAM_CA_FILE", c.UpstreamCAFile, "a PEM file of CA certificates"); ok && !bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")) {
+			ps.add("UPSTREAM_CA_FILE", "the file it names holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 		}
 	}
 	if c.RedisURL != "" {
 		// Never echo the URL: it may hold a password.
 		u, err := url.Parse(c.RedisURL)
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			return errors.New("BOXPROXY_REDIS_URL is not a redis:// or rediss:// URL (redis://[user:password@]host:port/db)")
+			ps.add("REDIS_URL", "not a redis:// or rediss:// URL (redis://[user:password@]host:port/db)")
 		}
 	}
 	if c.StoreKey != "" && len(c.StoreKey) < 32 {
-		return errors.New("BOXPROXY_STORE_KEY is too short: use at least 32 characters (e.g. openssl rand -hex 32)")
+		ps.add("STORE_KEY", "too short: use at least 32 characters (e.g. openssl rand -hex 32)")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error", "trace":
 	default:
-		return fmt.Errorf("BOXPROXY_LOG_LEVEL=%q: use debug, info, warn or error", sanitize(c.LogLevel))
+		ps.add("LOG_LEVEL", "use debug, info, warn or error")
 	}
 	switch c.LogFormat {
 	case "json", "console":
 	default:
-		return fmt.Errorf("BOXPROXY_LOG_FORMAT=%q: use json or console", sanitize(c.LogFormat))
+		ps.add("LOG_FORMAT", "use json or console")
 	}
-	return nil
 }
 
-func (c *Config) need(method string, kv ...string) error {
-	var missing []string
+func isPort(p string) bool {
+	_, err := strconv.ParseUint(p, 10, 16)
+	return err == nil
+}
+
+func (c *Config) need(ps *problems, method string, kv ...string) {
 	for i := 0; i < len(kv); i += 2 {
 		if kv[i+1] == "" {
-			missing = append(missing, Prefix+kv[i])
+			ps.add(kv[i], "the %s method needs it", method)
 		}
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("the %s method needs %s", method, strings.Join(missing, ", "))
-	}
-	return nil
 }
 
-func (c *Config) forbid(method string, kv ...string) error {
+func (c *Config) forbid(ps *problems, method string, kv ...string) {
 	for i := 0; i < len(kv); i += 2 {
 		if kv[i+1] != "" {
-			return fmt.Errorf("%s%s is set but the %s method does not use it: contradictory settings, remove one (or set BOXPROXY_AUTH)", Prefix, kv[i], method)
+			ps.add(kv[i], "set, but the %s method does not use it: contradictory settings, remove one (or set %sAUTH)", method, Prefix)
 		}
 	}
-	return nil
 }
 
-func parseURL(name, v string) (*url.URL, error) {
+func parseURL(ps *problems, name, v string) *url.URL {
 	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("BOXPROXY_%s=%q is not an http(s) URL", name, sanitize(v))
-	}
-	if u.User != nil {
-		return nil, fmt.Errorf("BOXPROXY_%s must not hold a user name or password", name)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		ps.add(name, "not an http(s) URL")
+		return nil
+	case u.User != nil:
+		ps.add(name, "must not hold a user name or password")
+		return nil
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	return u, nil
+	return u
 }
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // IsBoxID reports whether s looks like a Box user or enterprise ID: 1 to 20 digits.
 func IsBoxID(s string) bool {
@@ -447,18 +465,6 @@ func IsLoopback(host string) bool {
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
-}
-
-func sanitize(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "..."
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
 }
 
 // Help describes every variable: name, default and meaning, one per line.

@@ -22,11 +22,15 @@ const (
 )
 
 var (
-	ccg    = []string{"BOXPROXY_CLIENT_ID=cid", "BOXPROXY_CLIENT_SECRET=" + secret, "BOXPROXY_ENTERPRISE_ID=500100"}
-	oauth  = []string{"BOXPROXY_CLIENT_ID=cid", "BOXPROXY_CLIENT_SECRET=" + secret}
-	token  = []string{"BOXPROXY_DEVELOPER_TOKEN=" + devToken}
-	jwtCfg = []string{"BOXPROXY_JWT_CONFIG=/etc/box/config.json", "BOXPROXY_JWT_PASSPHRASE=" + passphrase}
-	jwtKey = []string{"BOXPROXY_JWT_PRIVATE_KEY=/etc/box/key.pem", "BOXPROXY_JWT_KEY_ID=kid1", "BOXPROXY_CLIENT_ID=cid",
+	ccg   = []string{"BOXPROXY_CLIENT_ID=cid", "BOXPROXY_CLIENT_SECRET=" + secret, "BOXPROXY_ENTERPRISE_ID=500100"}
+	oauth = []string{"BOXPROXY_CLIENT_ID=cid", "BOXPROXY_CLIENT_SECRET=" + secret}
+	token = []string{"BOXPROXY_DEVELOPER_TOKEN=" + devToken}
+	// The JSON app configuration and the key given as text (config does not parse the key).
+	fakePEM = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkqhkiG9w0BBQwwHAQI" + marker + "\n-----END ENCRYPTED PRIVATE KEY-----\n"
+	appJSON = `{"boxAppSettings":{"clientID":"cid","clientSecret":"` + secret + `","appAuth":{"publicKeyID":"kid1",` +
+		`"privateKey":"` + strings.ReplaceAll(fakePEM, "\n", `\n`) + `","passphrase":""}},"enterpriseID":"500100"}`
+	jwtCfg = []string{"BOXPROXY_JWT_CONFIG=" + appJSON, "BOXPROXY_JWT_PASSPHRASE=" + passphrase}
+	jwtKey = []string{"BOXPROXY_JWT_PRIVATE_KEY=" + fakePEM, "BOXPROXY_JWT_KEY_ID=kid1", "BOXPROXY_CLIENT_ID=cid",
 		"BOXPROXY_CLIENT_SECRET=" + secret, "BOXPROXY_USER_ID=2001"}
 )
 
@@ -141,7 +145,7 @@ func TestConfigLoadRejectsBadSettingsWithOneLineNamingTheVariableWithoutSecrets(
 		{"developer token and JWT config", env(token, "BOXPROXY_JWT_CONFIG=/x.json"), []string{"BOXPROXY_JWT_CONFIG", "contradictory"}},
 		{"developer token and client secret", env(token, "BOXPROXY_CLIENT_SECRET="+secret), []string{"BOXPROXY_CLIENT_SECRET"}},
 		{"jwt config and developer token with AUTH=jwt", env(jwtCfg, "BOXPROXY_AUTH=jwt", "BOXPROXY_DEVELOPER_TOKEN="+devToken), []string{"BOXPROXY_DEVELOPER_TOKEN"}},
-		{"jwt config and separate key", env(jwtCfg, "BOXPROXY_JWT_PRIVATE_KEY=/k.pem"), []string{"BOXPROXY_JWT_CONFIG", "BOXPROXY_JWT_PRIVATE_KEY"}},
+		{"jwt config and another key", env(jwtCfg, "BOXPROXY_JWT_PRIVATE_KEY=-----BEGIN PRIVATE KEY-----\nMII"+marker), []string{"BOXPROXY_JWT_PRIVATE_KEY", "boxAppSettings.appAuth.privateKey"}},
 		{"enterprise ID with oauth", env(ccg, "BOXPROXY_AUTH=oauth"), []string{"BOXPROXY_ENTERPRISE_ID"}},
 		{"user ID with oauth", env(oauth, "BOXPROXY_AUTH=oauth", "BOXPROXY_USER_ID=2001"), []string{"BOXPROXY_USER_ID"}},
 		{"ccg with JWT config", env(ccg, "BOXPROXY_AUTH=ccg", "BOXPROXY_JWT_CONFIG=/x.json"), []string{"BOXPROXY_JWT_CONFIG"}},
@@ -156,10 +160,10 @@ func TestConfigLoadRejectsBadSettingsWithOneLineNamingTheVariableWithoutSecrets(
 		{"oauth without secret", []string{"BOXPROXY_CLIENT_ID=cid"}, []string{"BOXPROXY_CLIENT_SECRET"}},
 		{"empty token store means the default", env(oauth, "BOXPROXY_TOKEN_STORE="), nil},
 		// bad IDs
-		{"enterprise ID not digits", env(ccg, "BOXPROXY_ENTERPRISE_ID=acme"), []string{"BOXPROXY_ENTERPRISE_ID", "acme"}},
+		{"enterprise ID not digits", env(ccg, "BOXPROXY_ENTERPRISE_ID=acme"), []string{"BOXPROXY_ENTERPRISE_ID", "digits"}},
 		{"user ID not digits", env(ccg[:2], "BOXPROXY_USER_ID=12x"), []string{"BOXPROXY_USER_ID"}},
 		{"user ID too long", env(ccg[:2], "BOXPROXY_USER_ID="+strings.Repeat("1", 21)), []string{"BOXPROXY_USER_ID"}},
-		{"allowed users not digits", env(ccg, "BOXPROXY_ALLOWED_USERS=2001,bob"), []string{"BOXPROXY_ALLOWED_USERS", "bob"}},
+		{"allowed users not digits", env(ccg, "BOXPROXY_ALLOWED_USERS=2001,bob"), []string{"BOXPROXY_ALLOWED_USERS", "item 2"}},
 		{"allowed users empty item", env(ccg, "BOXPROXY_ALLOWED_USERS=2001,,2002"), []string{"BOXPROXY_ALLOWED_USERS"}},
 		// bad URLs
 		{"API URL without scheme", env(ccg, "BOXPROXY_API_URL=api.box.com"), []string{"BOXPROXY_API_URL"}},

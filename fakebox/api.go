@@ -161,7 +161,7 @@ type call struct {
 func (b *Box) record(host string, r *http.Request) (finish func(w *recorder, user string)) {
 	tap := &bodyTap{rc: r.Body, h: sha1.New()}
 	r.Body = tap
-	rec := Request{Host: host, Method: r.Method, Path: r.URL.EscapedPath(), RawQuery: r.URL.RawQuery,
+	rec := Request{Host: host, Method: r.Method, Proto: r.Proto, Path: r.URL.EscapedPath(), RawQuery: r.URL.RawQuery,
 		Header: r.Header.Clone(), Token: bearerToken(r)}
 	b.mu.Lock()
 	idx, gen := len(b.reqs), b.recGen
@@ -173,13 +173,18 @@ func (b *Box) record(host string, r *http.Request) (finish func(w *recorder, use
 	b.mu.Unlock()
 	return func(w *recorder, user string) {
 		// Read the rest so that BodyLen and BodySHA1 describe the whole body,
-		// but, as a real server, never ask for a body that the client holds
-		// back until 100 Continue when the answer is a refusal: it is sent
-		// without that body (and the client may send the request again).
-		refusedEarly := tap.n == 0 && w.status >= 400 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+		// but, as a real server, not after refusing the token before the
+		// body: a client that holds its body back until 100 Continue (Go's
+		// HTTP/2 server hides that Expect from handlers) must get the 401
+		// without sending it, and may send the request again.
+		refusedEarly := tap.n == 0 && w.status == http.StatusUnauthorized
 		if !w.hijacked && !refusedEarly {
 			_, _ = io.Copy(io.Discard, tap)
 		}
+		// Give net/http its own body back: it looks at the body's type to
+		// tell a client waiting for 100 Continue (close, read nothing more)
+		// from one that sent its body (read the rest).
+		r.Body = tap.rc
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if idx >= 0 && gen == b.recGen && idx < len(b.reqs) {
@@ -205,6 +210,9 @@ func (b *Box) boxHost(host, prefix string, rt route) http.Handler {
 		if !strings.HasPrefix(r.URL.Path, prefix) {
 			writeNotFound(w)
 			return
+		}
+		if b.cfg.ReadBodyBeforeAuth {
+			_, _ = io.Copy(io.Discard, c.tap)
 		}
 		tok, ok := b.lookupToken(bearerToken(r))
 		if !ok {

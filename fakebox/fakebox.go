@@ -85,6 +85,11 @@ type Config struct {
 	// across all files (default 256 MiB); the oldest content is dropped
 	// first. Pattern files (see PatternReader) cost nothing.
 	MaxRetainedTotal int64
+	// ReadBodyBeforeAuth makes the API and upload hosts read a request's
+	// whole body before they check its token, as a server that ignores
+	// Expect: 100-continue would (Go's server, and by default this one,
+	// check the token first and refuse before the body is sent).
+	ReadBodyBeforeAuth bool
 	// TLS serves every host over HTTPS with a certificate from a CA made at
 	// start (see CAFile), offering HTTP/2 and HTTP/1.1 as Box's front ends
 	// do. Without it the hosts speak plain HTTP/1.1.
@@ -108,6 +113,7 @@ type TokenRequest struct {
 type Request struct {
 	Host     string // "api", "upload" or "download"
 	Method   string
+	Proto    string // HTTP/1.1 or HTTP/2.0
 	Path     string // EscapedPath
 	RawQuery string
 	Header   http.Header

@@ -132,3 +132,12 @@ func (b *Box) Client() *http.Client {
 	}
 	return &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
+
+// TLSCertificate is the certificate a TLS stand-in serves, for test
+// servers of its own that clients trusting CAFile should trust too.
+func (b *Box) TLSCertificate() tls.Certificate {
+	if b.tls == nil {
+		return tls.Certificate{}
+	}
+	return b.tls.cert
+}

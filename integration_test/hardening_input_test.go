@@ -142,54 +142,52 @@ func TestHardContentLengthWithChunkedIsOneWellDefinedRequest(t *testing.T) {
 	if resp, body := p.Get(t, "/2.0/users/me"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("warm-up: %d %s", resp.StatusCode, body)
 	}
-	before := len(box.Requests())
-
-	smuggled := "GET /2.0/../admin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+	// The tail is a valid request: a front end that framed by
+	// Content-Length would have sent it as part of the body.
+	smuggled := "GET /2.0/test/echo/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 	chunked := "5\r\nhello\r\n0\r\n\r\n"
-	req := "POST /2.0/test/echo/smuggle HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n" +
-		"Content-Length: " + strconv.Itoa(len(chunked)+len(smuggled)) + "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + smuggled
-
-	conn, err := net.Dial("tcp", p.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	first, firstBody := hardReadResponse(br)
-	second, secondBody := hardReadResponse(br)
-
-	fwd := box.Requests()[before:]
-	switch {
-	case first >= 400 && first < 500:
-		// Refused outright: nothing may have been forwarded.
-		if len(fwd) != 0 {
-			t.Errorf("refused with %d but %d request(s) reached the stand-in", first, len(fwd))
+	for _, method := range []string{"GET", "POST"} {
+		before := len(box.Requests())
+		req := method + " /2.0/test/echo/smuggle HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n" +
+			"Content-Length: " + strconv.Itoa(len(chunked)+len(smuggled)) + "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + smuggled
+		conn, err := net.Dial("tcp", p.Addr)
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Logf("Go refused Content-Length with chunked: %d %s", first, firstBody)
-	case first == http.StatusOK:
-		if len(fwd) != 1 {
-			t.Fatalf("%d requests reached the stand-in, want exactly 1: %+v", len(fwd), fwd)
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
 		}
-		echo := jsonBody(t, []byte(firstBody))
-		if echo["body_len"] != float64(5) || echo["path"] != "/2.0/test/echo/smuggle" {
-			t.Errorf("the stand-in got %v, want the 5-byte chunked body only", echo)
+		br := bufio.NewReader(conn)
+		first, firstBody := hardReadResponse(br)
+		second, secondBody := hardReadResponse(br)
+		_ = conn.Close()
+		fwd := box.Requests()[before:]
+		for _, r := range fwd {
+			if strings.HasSuffix(r.Path, "/smuggled") {
+				t.Errorf("%s: the bytes after the chunked body were forwarded as a request", method)
+			}
 		}
-		if fwd[0].Header.Get("Content-Length") != "" && fwd[0].Header.Get("Content-Length") != "5" {
-			t.Errorf("forwarded with Content-Length %q", fwd[0].Header.Get("Content-Length"))
+		switch {
+		case first >= 400 && first < 500:
+			if len(fwd) != 0 {
+				t.Errorf("%s: refused with %d but %d request(s) reached the stand-in", method, first, len(fwd))
+			}
+		case first == http.StatusOK:
+			if len(fwd) != 1 {
+				t.Fatalf("%s: %d requests reached the stand-in, want exactly 1: %+v", method, len(fwd), fwd)
+			}
+			echo := jsonBody(t, []byte(firstBody))
+			if echo["body_len"] != float64(5) || echo["path"] != "/2.0/test/echo/smuggle" {
+				t.Errorf("%s: the stand-in got %v, want the 5-byte chunked body only", method, echo)
+			}
+			// Nothing after a chunked body is read from the connection.
+			if second != 0 {
+				t.Errorf("%s: the bytes after the chunked body were answered %d %q, want the connection closed", method, second, secondBody)
+			}
+		default:
+			t.Fatalf("%s: answered %d %q", method, first, firstBody)
 		}
-		// The bytes after the chunked body are never a forwarded request:
-		// either refused as a second request (400) or never read, because
-		// the connection closes after a request with a body (package front).
-		if second != http.StatusBadRequest && second != 0 {
-			t.Errorf("the bytes after the chunked body were answered %d %q, want 400 (a second, refused request) or the connection closed", second, secondBody)
-		}
-		t.Logf("Go used the chunked body (5 bytes) and ignored Content-Length; the rest was answered %d (0: the connection closed first)", second)
-	default:
-		t.Fatalf("answered %d %q", first, firstBody)
 	}
 }
 

@@ -289,13 +289,14 @@ func TestOAuthCallbackWithBadStateOrDenialChangesNothing(t *testing.T) {
 		checkPage(t, box, page, want...)
 	}
 
-	// A replayed callback: the login above cleared the cookie and used up the state.
-	check("replayed callback", br, cb, http.StatusBadRequest, "Nothing was changed")
+	// A replayed callback (a reload): the login above cleared the cookie and
+	// used up the state; the page says that this login is over (issue 13).
+	check("replayed callback", br, cb, http.StatusOK, "already complete", "changed nothing")
 	// Even with the state's cookie put back, a state works once.
 	forged, _ := url.Parse(p.URL + "/auth/")
 	cbURL, _ := url.Parse(cb)
 	br.jar.SetCookies(forged, []*http.Cookie{{Name: "boxproxy_oauth_state", Value: cbURL.Query().Get("state")}})
-	check("replayed state", br, cb, http.StatusBadRequest, "expired or was already used")
+	check("replayed state", br, cb, http.StatusOK, "already complete", "changed nothing")
 	// No state at all.
 	check("missing state", br, p.URL+"/auth/callback?code=anything", http.StatusBadRequest, "no state")
 	// A state this proxy never issued, with a cookie to match.
@@ -635,9 +636,9 @@ func TestOAuthKill9InALoopNeverLosesTheLogin(t *testing.T) {
 	}
 	var journals, saves []float64
 	for _, l := range logLines(t, stderr.String()) {
-		if v, ok := l["save_took"].(float64); ok {
+		if v, ok := l["save_took_ms"].(float64); ok {
 			saves = append(saves, v)
-			journals = append(journals, l["journal_took"].(float64))
+			journals = append(journals, l["journal_took_ms"].(float64))
 		}
 	}
 	if len(saves) > 0 {

@@ -1029,8 +1029,8 @@ func TestOpsHelpListsEveryCommandAndEveryVariableWithItsDefault(t *testing.T) {
 func TestOpsVersionPrintsOneLineAndUnknownCommandExits2(t *testing.T) {
 	t.Parallel()
 	stdout, stderr, code := runBinary(t, nil, "version")
-	if code != 0 || stderr != "" || !regexp.MustCompile(`^boxproxy \S+\n$`).MatchString(stdout) {
-		t.Errorf("boxproxy version: exit %d, stdout %q, stderr %q; want one line \"boxproxy <version>\"", code, stdout, stderr)
+	if code != 0 || stderr != "" || !regexp.MustCompile(`^boxproxy \S+ revision \S+( \(modified\))? go\S+ \S+/\S+\n$`).MatchString(stdout) {
+		t.Errorf("boxproxy version: exit %d, stdout %q, stderr %q; want one line \"boxproxy <version> revision <rev> <go version> <os/arch>\"", code, stdout, stderr)
 	}
 	stdout, stderr, code = runBinary(t, nil, "frobnicate")
 	if code != 2 || stdout != "" || len(opsHumanLines(stderr)) != 1 || !strings.Contains(stderr, "frobnicate") || !strings.Contains(stderr, "--help") {

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/boxproxy/boxproxy/buildinfo"
 )
 
 // Metrics are the collectors boxproxy exports on /metrics.
@@ -31,6 +33,7 @@ type Metrics struct {
 	fleetErrors      *prometheus.CounterVec // op
 	fleetCache       *prometheus.CounterVec // result
 	fleetLockWait    prometheus.Histogram
+	buildInfo        *prometheus.GaugeVec // version, revision, goversion
 
 	// fast paths for the labels of every proxied request
 	apiOK, uploadOK prometheus.Counter
@@ -100,7 +103,12 @@ func New() *Metrics {
 		Help:    "Time spent waiting for another replica's token request or OAuth refresh (fleet lock).",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	})
-	m.reg.MustRegister(m.requests, m.inFlight, m.upstreamDuration, m.retries, m.tokenRequests,
+	m.buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "boxproxy_build_info",
+		Help: "Always 1; its labels say which build runs: module version, VCS revision and Go version (as boxproxy version prints them).",
+	}, []string{"version", "revision", "goversion"})
+	m.SetBuildInfo(buildinfo.Read(""))
+	m.reg.MustRegister(m.buildInfo, m.requests, m.inFlight, m.upstreamDuration, m.retries, m.tokenRequests,
 		m.tokenDuration, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheEvictValid,
 		m.fleetUp, m.fleetErrors, m.fleetCache, m.fleetLockWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -109,6 +117,16 @@ func New() *Metrics {
 	m.apiDur = m.upstreamDuration.WithLabelValues("api")
 	m.upDur = m.upstreamDuration.WithLabelValues("upload")
 	return m
+}
+
+// SetBuildInfo replaces the labels of boxproxy_build_info, for a version
+// given at link time.
+func (m *Metrics) SetBuildInfo(i buildinfo.Info) {
+	if m == nil {
+		return
+	}
+	m.buildInfo.Reset()
+	m.buildInfo.WithLabelValues(i.Version, i.Revision, i.GoVersion).Set(1)
 }
 
 // Handler serves the metrics in Prometheus text format.

@@ -4,10 +4,12 @@ import (
 	"io"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/boxproxy/boxproxy/buildinfo"
 	"github.com/boxproxy/boxproxy/metrics"
 )
 
@@ -92,4 +94,21 @@ func TestMetricsFollowPrometheusNamingAndCountWhatTheyAreTold(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^# HELP boxproxy_requests_total \S`).MatchString(text) {
 		t.Error("metrics have no help text")
 	}
+}
+
+func TestMetricsBuildInfoSaysWhichBuildRuns(t *testing.T) {
+	m := metrics.New()
+	want := buildinfo.Read("")
+	line := `boxproxy_build_info{goversion="` + want.GoVersion + `",revision="` + want.Revision + `",version="` + want.Version + `"} 1`
+	if body := scrape(t, m); !strings.Contains(body, line+"\n") {
+		t.Errorf("/metrics lacks %s", line)
+	}
+	m.SetBuildInfo(buildinfo.Info{Version: "v9.9.9", Revision: "abc123", GoVersion: runtime.Version()})
+	body := scrape(t, m)
+	if n := strings.Count(body, "boxproxy_build_info{"); n != 1 ||
+		!strings.Contains(body, `boxproxy_build_info{goversion="`+runtime.Version()+`",revision="abc123",version="v9.9.9"} 1`) {
+		t.Errorf("after SetBuildInfo, %d build_info series:\n%s", n, body)
+	}
+	var nilM *metrics.Metrics
+	nilM.SetBuildInfo(want)
 }

@@ -60,7 +60,7 @@ type Options struct {
 // Proxy is the http.Handler for /2.0/ and /api/2.0/.
 type Proxy struct {
 	o           Options
-	allowed     map[string]struct{}
+	asUser      AsUserRule
 	rp          *httputil.ReverseProxy
 	rt          *transport
 	public      string // Public without a trailing slash
@@ -82,13 +82,8 @@ func New(o Options) (*Proxy, error) {
 	if o.RetryWaitMax <= 0 {
 		o.RetryWaitMax = 10 * time.Second
 	}
-	p := &Proxy{o: o, public: strings.TrimSuffix(o.Public.String(), "/"), defaultName: o.DefaultSubject.String()}
-	if len(o.AllowedUsers) > 0 {
-		p.allowed = make(map[string]struct{}, len(o.AllowedUsers))
-		for _, u := range o.AllowedUsers {
-			p.allowed[u] = struct{}{}
-		}
-	}
+	p := &Proxy{o: o, public: strings.TrimSuffix(o.Public.String(), "/"), defaultName: o.DefaultSubject.String(),
+		asUser: NewAsUserRule(o.AllowedUsers)}
 	p.rt = &transport{p: p, base: o.Transport}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -198,7 +193,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			apierr.Refuse(w, r, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_as_user", Message: "send one As-User header, not several"})
 			return
 		}
-		s, e := p.AsUser(vals[0])
+		s, e := p.asUser.Subject(vals[0])
 		if e != nil {
 			apierr.Refuse(w, r, e)
 			return
@@ -217,15 +212,30 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 }
 
-// AsUser is the one rule for an As-User value, for requests and for
+// AsUserRule is the one rule for an As-User value, for requests and for
 // `boxproxy token --as-user`: a Box user ID that BOXPROXY_ALLOWED_USERS (if
-// set) lists. It returns the user's subject.
-func (p *Proxy) AsUser(id string) (auth.Subject, *apierr.Error) {
+// set) lists.
+type AsUserRule struct{ allowed map[string]struct{} }
+
+// NewAsUserRule makes the rule for an allow-list; empty allows any user.
+func NewAsUserRule(allowed []string) AsUserRule {
+	if len(allowed) == 0 {
+		return AsUserRule{}
+	}
+	r := AsUserRule{allowed: make(map[string]struct{}, len(allowed))}
+	for _, u := range allowed {
+		r.allowed[u] = struct{}{}
+	}
+	return r
+}
+
+// Subject returns the subject an As-User value names, or why it may not.
+func (r AsUserRule) Subject(id string) (auth.Subject, *apierr.Error) {
 	if !config.IsBoxID(id) {
 		return auth.Subject{}, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_as_user", Message: "As-User must be a Box user ID (1 to 20 digits)"}
 	}
-	if p.allowed != nil {
-		if _, ok := p.allowed[id]; !ok {
+	if r.allowed != nil {
+		if _, ok := r.allowed[id]; !ok {
 			return auth.Subject{}, &apierr.Error{Status: http.StatusForbidden, Code: "user_not_allowed", Message: "As-User names a user that BOXPROXY_ALLOWED_USERS does not list"}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"html/template"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -25,6 +26,14 @@ const (
 	maxStates = 64
 	// stateCookie ties the callback to the browser that started the login.
 	stateCookie = "boxproxy_oauth_state"
+	// usedTTL is how long a used state is remembered, so that a reloaded
+	// callback page can say that its login is over rather than that it was
+	// never started.
+	usedTTL = time.Hour
+	// movedParam marks a /auth/login that another name of the proxy
+	// redirected to the public URL, so that a front end that changes the
+	// Host (a reverse proxy in front of boxproxy) cannot cause a loop.
+	movedParam = "moved"
 )
 
 // oauthWeb serves /auth/login and /auth/callback: the OAuth 2.0
@@ -37,8 +46,16 @@ type oauthWeb struct {
 	now    func() time.Time
 
 	mu     sync.Mutex
-	states map[string]time.Time // state -> expiry
-	done   chan struct{}        // closed (and replaced) when a login completes
+	states map[string]time.Time  // state -> expiry
+	used   map[string]*usedState // state -> how its login ended
+	done   chan struct{}         // closed (and replaced) when a login completes
+}
+
+// usedState is a state whose callback has been served once.
+type usedState struct {
+	until   time.Time // forgotten then
+	settled bool      // its callback has answered
+	ok      bool      // and its login succeeded
 }
 
 func newOAuthWeb(s *Server, o *auth.OAuth) *oauthWeb {
@@ -51,6 +68,7 @@ func newOAuthWeb(s *Server, o *auth.OAuth) *oauthWeb {
 		client: client,
 		now:    time.Now,
 		states: map[string]time.Time{},
+		used:   map[string]*usedState{},
 		done:   make(chan struct{}),
 	}
 }
@@ -99,7 +117,17 @@ func (h *oauthWeb) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // login starts the flow: a new state, remembered here and in a cookie, and a
 // redirect to Box's authorization page.
+//
+// A login opened by another name of the proxy (http://127.0.0.1:8080 while
+// BOXPROXY_PUBLIC_URL is http://localhost:8080) is first sent to the public
+// URL's /auth/login: the cookie must be set for the host that Box's redirect
+// to the callback (always the public URL) will reach.
 func (h *oauthWeb) login(w http.ResponseWriter, r *http.Request) {
+	if !onHost(r.Host, h.s.cfg.Public) && !r.URL.Query().Has(movedParam) {
+		h.s.log.Info().Str("host", clip(r.Host, 100)).Msg("oauth: login opened by another name of the proxy; sent to BOXPROXY_PUBLIC_URL")
+		http.Redirect(w, r, h.s.PublicURL("/auth/login")+"?"+movedParam+"=1", http.StatusFound)
+		return
+	}
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	state := base64.RawURLEncoding.EncodeToString(b[:])
@@ -109,6 +137,24 @@ func (h *oauthWeb) login(w http.ResponseWriter, r *http.Request) {
 		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: h.s.cfg.Public.Scheme == "https",
 	})
 	http.Redirect(w, r, h.o.AuthCodeURL(h.s.cfg.AuthorizeURL, h.redirectURI(), state), http.StatusFound)
+}
+
+// onHost says whether a request's Host field names the host and port of u
+// (a missing port is the scheme's default).
+func onHost(host string, u *url.URL) bool {
+	defPort := "80"
+	if u.Scheme == "https" {
+		defPort = "443"
+	}
+	h, p, err := net.SplitHostPort(host)
+	if err != nil {
+		h, p = host, defPort
+	}
+	up := u.Port()
+	if up == "" {
+		up = defPort
+	}
+	return strings.EqualFold(strings.Trim(h, "[]"), u.Hostname()) && p == up
 }
 
 func (h *oauthWeb) cookiePath() string {
@@ -137,6 +183,7 @@ func (h *oauthWeb) callback(w http.ResponseWriter, r *http.Request) {
 	if q.Has("error") {
 		if cookieOK {
 			h.take(state) // this login is over
+			h.settle(state, false)
 			h.clearCookie(w)
 		}
 		code := clip(q.Get("error"), 64)
@@ -160,6 +207,33 @@ func (h *oauthWeb) callback(w http.ResponseWriter, r *http.Request) {
 			"The address carries no state parameter, so it cannot be matched to a login that this proxy started. Nothing was changed.")
 		return
 	}
+	if u, ok := h.usedState(state); ok {
+		// A reload of the page, or the browser's back button: the cookie
+		// is gone, but the login is over, not unknown.
+		switch {
+		case !u.settled:
+			h.page(w, http.StatusConflict, page{Title: "This login is still being completed", Text: []string{
+				"boxproxy is exchanging this login's code with Box right now. Reload this page in a few seconds to see how it ended.",
+			}})
+			return
+		case u.ok:
+			h.page(w, http.StatusOK, page{OK: true, Title: "This login is already complete", Text: []string{
+				"boxproxy was logged in to Box with this login. Each login link works once; opening it again changed nothing.",
+				"You can close this page.",
+			}})
+			return
+		}
+		h.bad(w, "This login link was already used",
+			"This login did not succeed, and each login link works once. Nothing was changed; start a new login.")
+		return
+	}
+	if !cookieOK && !h.pending(state) {
+		h.clearCookie(w)
+		log.Warn().Msg("oauth: callback refused: unknown or expired state")
+		h.bad(w, "This login link has expired or was already used",
+			"A login must be finished within 10 minutes, and each link works once (a restart of boxproxy also ends the logins in progress). Nothing was changed.")
+		return
+	}
 	if !cookieOK {
 		log.Warn().Msg("oauth: callback refused: its state does not match this browser's login cookie")
 		h.bad(w, "This login was not started in this browser",
@@ -168,12 +242,15 @@ func (h *oauthWeb) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.take(state) {
+		h.settle(state, false)
 		h.clearCookie(w)
 		log.Warn().Msg("oauth: callback refused: unknown, expired or already used state")
 		h.bad(w, "This login link has expired or was already used",
 			"A login must be finished within 10 minutes, and each link works once. Nothing was changed.")
 		return
 	}
+	succeeded := false
+	defer func() { h.settle(state, succeeded) }()
 	h.clearCookie(w)
 	code := q.Get("code")
 	if code == "" {
@@ -200,6 +277,10 @@ func (h *oauthWeb) callback(w http.ResponseWriter, r *http.Request) {
 		h.page(w, status, p)
 		return
 	}
+	// Logged in: a reload from now on says so (asking Box who logged in is
+	// only for the page).
+	succeeded = true
+	h.settle(state, true)
 	u := h.whoAmI(ctx)
 	if u != (auth.StoredUser{}) {
 		if err := h.o.SetUser(u); err != nil {
@@ -280,12 +361,59 @@ func (h *oauthWeb) remember(state string) {
 }
 
 // take uses up a state: it reports whether the state was known and unexpired.
+// A known state is remembered as used for usedTTL.
 func (h *oauthWeb) take(state string) bool {
+	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	exp, ok := h.states[state]
 	delete(h.states, state)
+	if ok {
+		for s, u := range h.used {
+			if !now.Before(u.until) {
+				delete(h.used, s)
+			}
+		}
+		if len(h.used) >= maxStates {
+			var oldest string
+			for s, u := range h.used {
+				if oldest == "" || u.until.Before(h.used[oldest].until) {
+					oldest = s
+				}
+			}
+			delete(h.used, oldest)
+		}
+		h.used[state] = &usedState{until: now.Add(usedTTL)}
+	}
+	return ok && now.Before(exp)
+}
+
+// pending says whether a state is one of the logins in progress.
+func (h *oauthWeb) pending(state string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	exp, ok := h.states[state]
 	return ok && h.now().Before(exp)
+}
+
+// usedState returns how the login of a used state ended.
+func (h *oauthWeb) usedState(state string) (usedState, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u, ok := h.used[state]
+	if !ok || !h.now().Before(u.until) {
+		return usedState{}, false
+	}
+	return *u, true
+}
+
+// settle records how the login of a used state ended.
+func (h *oauthWeb) settle(state string, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if u, found := h.used[state]; found {
+		u.settled, u.ok = true, ok
+	}
 }
 
 func (h *oauthWeb) bad(w http.ResponseWriter, title, text string) {

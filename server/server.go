@@ -46,6 +46,7 @@ type Server struct {
 	idBase  string
 	idSeq   atomic.Uint64
 	oauth   *oauthWeb
+	admin   adminServer // BOXPROXY_ADMIN_LISTEN (admin.go)
 }
 
 // New builds the server: auth, proxy and handlers, from cfg.
@@ -67,7 +68,7 @@ func NewWithAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, a *
 	}
 	p, err := proxy.New(proxy.Options{
 		Transport: rt,
-		API: cfg.API, Upload: cfg.Upload, Public: cfg.Public,
+		API:       cfg.API, Upload: cfg.Upload, Public: cfg.Public,
 		Tokens: a.Cache, DefaultSubject: a.Default,
 		AsUserToken:     cfg.AsUser == config.AsUserToken,
 		AllowedUsers:    cfg.AllowedUsers,
@@ -429,7 +430,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteError(w, e)
 		return
 	}
-	body := map[string]any{"status": "ready", "auth": s.cfg.Auth, "subject": s.auth.Default.String()}
+	// No subject: its ID is a Box user or enterprise ID, and /readyz is
+	// open to whoever reaches the admin listener (or the data port).
+	body := map[string]any{"status": "ready", "auth": s.cfg.Auth}
 	if d := s.auth.Degraded(); d != "" {
 		body["degraded"] = d // still ready: it serves alone
 	}
@@ -460,6 +463,16 @@ func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) er
 	if err != nil {
 		return err
 	}
+	if _, err := s.StartAdmin(); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	// The admin listener stops last, so that probes answer while requests drain.
+	defer func() {
+		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.StopAdmin(actx)
+	}()
 	if ready != nil {
 		ready(ln.Addr())
 	}
@@ -479,7 +492,7 @@ func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) er
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := s.Shutdown(sctx); err != nil {
-		s.log.Warn().Dur("shutdown_timeout", s.cfg.ShutdownTimeout).Msg("in-flight requests did not finish in time; closed them")
+		s.log.Warn().Dur("shutdown_timeout_ms", s.cfg.ShutdownTimeout).Msg("in-flight requests did not finish in time; closed them")
 	} else {
 		s.log.Info().Msg("all requests finished; stopped")
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -149,53 +149,26 @@ func openFleet(cfg *config.Config, ep *auth.Endpoint, log zerolog.Logger, m *met
 	})
 }
 
+// newJWT parses the private key that config.Load found (the JSON app
+// configuration and the variables are merged there). Its errors name where the
+// key came from, never the key or the passphrase.
 func newJWT(cfg *config.Config, ep *auth.Endpoint) (*auth.JWT, auth.Subject, error) {
-	keyID, pemKey, pass := cfg.JWTKeyID, []byte(nil), cfg.JWTPassphrase
-	enterprise, user := cfg.EnterpriseID, cfg.UserID
-	if cfg.JWTConfig != "" {
-		data, err := os.ReadFile(cfg.JWTConfig)
-		if err != nil {
-			return nil, auth.Subject{}, fmt.Errorf("BOXPROXY_JWT_CONFIG: cannot read %s: %v", cfg.JWTConfig, config.UnwrapPathError(err))
-		}
-		ac, err := auth.ParseAppConfig(data)
-		if err != nil {
-			return nil, auth.Subject{}, fmt.Errorf("BOXPROXY_JWT_CONFIG %s: %v", cfg.JWTConfig, err)
-		}
-		s := ac.BoxAppSettings
-		ep.ClientID, ep.ClientSecret = s.ClientID, s.ClientSecret
-		keyID, pemKey = s.AppAuth.PublicKeyID, []byte(s.AppAuth.PrivateKey)
-		if pass == "" {
-			pass = s.AppAuth.Passphrase
-		}
-		if enterprise == "" {
-			enterprise = ac.EnterpriseID
-		}
-		if user == "" {
-			user = ac.UserID
-		}
-		if enterprise == "" && user == "" {
-			return nil, auth.Subject{}, fmt.Errorf("BOXPROXY_JWT_CONFIG %s has no enterpriseID: set BOXPROXY_ENTERPRISE_ID or BOXPROXY_USER_ID", cfg.JWTConfig)
-		}
-		if !config.IsBoxID(enterprise) && user == "" {
-			return nil, auth.Subject{}, fmt.Errorf("BOXPROXY_JWT_CONFIG %s: enterpriseID is not a Box ID (digits only)", cfg.JWTConfig)
-		}
-	} else {
-		data, err := os.ReadFile(cfg.JWTPrivateKey)
-		if err != nil {
-			return nil, auth.Subject{}, fmt.Errorf("BOXPROXY_JWT_PRIVATE_KEY: cannot read %s: %v", cfg.JWTPrivateKey, config.UnwrapPathError(err))
-		}
-		pemKey = data
-	}
-	key, err := auth.ParsePrivateKey(pemKey, pass)
+	key, err := auth.ParsePrivateKey(cfg.JWTKey, cfg.JWTPassphrase)
 	if err != nil {
-		return nil, auth.Subject{}, fmt.Errorf("jwt private key: %v", err)
+		if strings.Contains(err.Error(), "passphrase") {
+			return nil, auth.Subject{}, fmt.Errorf("%s: %v (%sJWT_PASSPHRASE)", cfg.JWTKeyVar, err, config.Prefix)
+		}
+		return nil, auth.Subject{}, fmt.Errorf("%s: %v", cfg.JWTKeyVar, err)
 	}
-	def := auth.Subject{Type: auth.Enterprise, ID: enterprise}
-	if user != "" {
-		def = auth.Subject{Type: auth.User, ID: user}
+	def := auth.Subject{Type: auth.Enterprise, ID: cfg.EnterpriseID}
+	if cfg.UserID != "" {
+		def = auth.Subject{Type: auth.User, ID: cfg.UserID}
 	}
-	return &auth.JWT{Endpoint: ep, KeyID: keyID, Key: key}, def, nil
+	return &auth.JWT{Endpoint: ep, KeyID: cfg.JWTKeyID, Key: key}, def, nil
 }
+
+// Metrics returns the server's collectors.
+func (s *Server) Metrics() *metrics.Metrics { return s.m }
 
 // tokenTransport is the proxy's Transport (same TLS trust) sized for the
 // token endpoint.
