@@ -488,6 +488,7 @@ func TestFleetOAuthIdleLoginIsRefreshedByKeepAliveOnceForTheFleet(t *testing.T) 
 			t.Fatalf("%s after keep-alive refreshes: %d %s", p.URL, status, id)
 		}
 	}
+	checkRedisHoldsNoSecret(t, r, box)
 }
 
 // BenchmarkFleetReplicaRequests: requests per second through one real
