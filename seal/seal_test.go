@@ -42,7 +42,8 @@ func TestSealedValueOpensOnlyWithSameKeyPurposeAndPlace(t *testing.T) {
 	if a.KeyID() == other.KeyID() || a.KeyID() == otherPurpose.KeyID() {
 		t.Error("key IDs of different keys are equal")
 	}
-	if a.Fingerprint("x") != a.Fingerprint("x") || a.Fingerprint("x") == other.Fingerprint("x") {
+	again, _ := New("0123456789abcdef0123456789abcdef", "tokens")
+	if a.Fingerprint("x") != again.Fingerprint("x") || a.Fingerprint("x") == other.Fingerprint("x") || a.Fingerprint("x") == a.Fingerprint("y") {
 		t.Error("fingerprints are not keyed and stable")
 	}
 	if out := fmt.Sprintf("%v %+v %#v", a, a, a); strings.Contains(out, "0123456789abcdef") {
