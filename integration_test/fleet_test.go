@@ -304,6 +304,19 @@ func TestFleetOAuthLoginOnOneReplicaServesAllAndRotationNeverReusesARefreshToken
 	}
 	procs = append(procs, late)
 
+	// A replica with another BOXPROXY_STORE_KEY cannot read the login: it
+	// refuses to start, naming the variable, and sends Box nothing.
+	other := append(oauthEnv(box, t.TempDir()+"/other.json"), "BOXPROXY_REDIS_URL="+r.URL(), "BOXPROXY_STORE_KEY=another-store-key-of-at-least-32-chars")
+	before := len(box.TokenRequests())
+	_, stderr, code := runBinary(t, other, "check")
+	if code == 0 || !strings.Contains(stderr, "BOXPROXY_STORE_KEY") {
+		t.Errorf("a replica with another store key: exit %d, stderr %q; want a failure naming BOXPROXY_STORE_KEY", code, stderr)
+	}
+	if len(box.TokenRequests()) != before {
+		t.Error("a replica with another store key sent Box a token request")
+	}
+	assertNoSecrets(t, "check with another store key", stderr, append(box.IssuedTokens(), testClientSecret, fleetStoreKey))
+
 	// Tokens live 2 s: under traffic on every replica the refresh token
 	// rotates about every 1.6 s, under the fleet's lock.
 	box.SetTokenTTL(2 * time.Second)
@@ -357,7 +370,7 @@ func logWindow(t *testing.T, procs []*binaryProxy) {
 	var saves []float64
 	for _, p := range procs {
 		for _, l := range logLines(t, p.Stderr.String()) {
-			if v, ok := l["save_took"].(float64); ok {
+			if v, ok := l["save_took_ms"].(float64); ok {
 				saves = append(saves, v)
 			}
 		}
