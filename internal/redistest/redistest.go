@@ -102,6 +102,7 @@ func (s *Server) Kill() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a frozen process dies only once it runs
 	<-s.done
 	s.cmd = nil
 }
@@ -118,6 +119,21 @@ func (s *Server) Restart() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.t.Fatalf("redis-server did not restart on %s: %v", s.Addr, err)
+}
+
+// Freeze stops the server without closing anything (SIGSTOP): connections
+// stay open and calls hang, as with an overloaded or partitioned Redis.
+func (s *Server) Freeze() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+}
+
+// Thaw lets a frozen server go on (SIGCONT).
+func (s *Server) Thaw() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGCONT)
+	}
 }
 
 // Stop ends the server.
