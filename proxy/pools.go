@@ -60,3 +60,32 @@ func (p *pools) forUser(user string) *http.Transport {
 	p.users.Add(user, t)
 	return t
 }
+
+// oneShotHTTP1 sends every request on a connection of its own unless the
+// host has answered over HTTP/2. The token endpoint's answers hold tokens
+// for different subjects: over a reused HTTP/1.x connection a stray answer
+// could hand one subject's token to another's request. Token requests are
+// rare (one per subject per token lifetime), so a new connection each costs
+// little.
+type oneShotHTTP1 struct {
+	t  *http.Transport
+	h2 sync.Map
+}
+
+// OneRequestPerHTTP1Connection wraps t for the token endpoint (see oneShotHTTP1).
+func OneRequestPerHTTP1Connection(t *http.Transport) http.RoundTripper { return &oneShotHTTP1{t: t} }
+
+func (o *oneShotHTTP1) RoundTrip(req *http.Request) (*http.Response, error) {
+	host := req.URL.Scheme + "://" + req.URL.Host
+	if _, ok := o.h2.Load(host); !ok {
+		r := new(http.Request)
+		*r = *req // never mutate the request handed in
+		r.Close = true
+		req = r
+	}
+	resp, err := o.t.RoundTrip(req)
+	if err == nil && resp.ProtoMajor == 2 {
+		o.h2.Store(host, struct{}{})
+	}
+	return resp, err
+}

@@ -115,3 +115,40 @@ func TestHTTP2ConnectionsAreShared(t *testing.T) {
 		t.Errorf("%d connections for 4 users over HTTP/2, want the first user's and one shared", len(up.seen))
 	}
 }
+
+// Token requests never reuse an HTTP/1.x connection (a stray answer could
+// carry another subject's token), but share HTTP/2 ones.
+func TestTokenRequestsTakeAConnectionEachOverHTTP1(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		up := &usersPerConn{seen: map[string]map[string]bool{}, proto: map[string]bool{}}
+		srv := httptest.NewUnstartedServer(up)
+		rt, err := NewTransport(TransportOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h2 {
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			rt.TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+		} else {
+			srv.Start()
+		}
+		c := &http.Client{Transport: OneRequestPerHTTP1Connection(rt)}
+		for range 5 {
+			resp, err := c.Post(srv.URL+"/oauth2/token", "application/x-www-form-urlencoded", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+		srv.Close()
+		want := 5
+		if h2 {
+			want = 2 // the first, and the shared one
+		}
+		if got := len(up.seen); (h2 && got > want) || (!h2 && got != want) {
+			t.Errorf("HTTP/2 %v: %d connections for 5 token requests, want %d", h2, got, want)
+		}
+	}
+}
