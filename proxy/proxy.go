@@ -85,6 +85,9 @@ func New(o Options) (*Proxy, error) {
 	p := &Proxy{o: o, public: strings.TrimSuffix(o.Public.String(), "/"), defaultName: o.DefaultSubject.String(),
 		asUser: NewAsUserRule(o.AllowedUsers)}
 	p.rt = &transport{p: p, base: o.Transport}
+	if ht, ok := o.Transport.(*http.Transport); ok {
+		p.rt.pools = newPools(ht)
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      p.rt,
@@ -161,6 +164,7 @@ type state struct {
 	log      *accesslog.Entry
 	target   *url.URL
 	subject  auth.Subject
+	user     string // whose data the answer holds: the subject, and the As-User passed on
 	stripAs  bool
 	body     []byte      // the kept request body, when it can be sent again
 	stream   *streamBody // a body too large to keep, sent at most once
@@ -203,6 +207,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st.log.Subject = p.subjectName(st.subject)
+	st.user = st.log.Subject
+	if !st.stripAs {
+		if v := r.Header["As-User"]; len(v) == 1 {
+			st.user += " as " + v[0]
+		}
+	}
 	if err := p.keepBody(r, st); err != nil {
 		if r.Context().Err() == nil {
 			apierr.Refuse(w, r, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request_body", Message: "could not read the request body"})

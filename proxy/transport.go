@@ -20,8 +20,9 @@ import (
 // with a new token, and (when enabled) after 429/5xx/network errors on
 // idempotent methods whose body is kept.
 type transport struct {
-	p    *Proxy
-	base http.RoundTripper
+	p     *Proxy
+	base  http.RoundTripper
+	pools *pools // set when base is net/http's Transport
 }
 
 // tokenFailure carries a token error from the transport to the ErrorHandler.
@@ -112,7 +113,13 @@ func (t *transport) send(req *http.Request, st *state, tok auth.Token) (*http.Re
 	}
 	st.log.Attempts++
 	start := time.Now()
-	resp, err := t.base.RoundTrip(out)
+	var resp *http.Response
+	var err error
+	if t.pools != nil {
+		resp, err = t.pools.roundTrip(out, st.user)
+	} else {
+		resp, err = t.base.RoundTrip(out)
+	}
 	t.p.o.Metrics.Upstream(st.log.Route, time.Since(start))
 	return resp, err
 }

@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/boxproxy/boxproxy/auth"
+)
+
+// usersPerConn is an upstream that notes which As-User each of its
+// connections carried.
+type usersPerConn struct {
+	mu    sync.Mutex
+	seen  map[string]map[string]bool // remote address -> As-User values
+	proto map[string]bool
+}
+
+func (u *usersPerConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	if u.seen[r.RemoteAddr] == nil {
+		u.seen[r.RemoteAddr] = map[string]bool{}
+	}
+	u.seen[r.RemoteAddr][r.Header.Get("As-User")] = true
+	u.proto[r.Proto] = true
+	u.mu.Unlock()
+	_, _ = io.WriteString(w, "{}")
+}
+
+func poolsProxy(t *testing.T, upstream string, rt *http.Transport) *Proxy {
+	t.Helper()
+	u, _ := url.Parse(upstream)
+	pub, _ := url.Parse("http://127.0.0.1:8080")
+	p, err := New(Options{
+		API: u, Upload: u, Public: pub,
+		Tokens:         &fixedTokens{tok: auth.NewToken("T", time.Now().Add(time.Hour))},
+		DefaultSubject: auth.Subject{Type: auth.Enterprise, ID: "1"},
+		AsUserToken:    false, RetryBodyLimit: 1 << 20, Transport: rt, Logger: zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func drive(t *testing.T, p *Proxy, users []string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, user := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n {
+				r := httptest.NewRequest(http.MethodGet, "/2.0/users/me", nil)
+				r.Header.Set("As-User", user)
+				w := httptest.NewRecorder()
+				p.ServeHTTP(w, r)
+				if w.Code != http.StatusOK {
+					t.Errorf("%s: %d", user, w.Code)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Over HTTP/1.1 no connection carries two users' requests, so a stray
+// answer can never reach another user.
+func TestHTTP1ConnectionsAreNeverSharedBetweenUsers(t *testing.T) {
+	up := &usersPerConn{seen: map[string]map[string]bool{}, proto: map[string]bool{}}
+	srv := httptest.NewServer(up)
+	defer srv.Close()
+	rt, err := NewTransport(TransportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drive(t, poolsProxy(t, srv.URL, rt), []string{"11", "22", "33", "44"}, 50)
+	for addr, users := range up.seen {
+		if len(users) != 1 {
+			t.Errorf("connection %s carried requests of %d users: %v", addr, len(users), users)
+		}
+	}
+	if len(up.seen) < 4 {
+		t.Errorf("%d connections for 4 users", len(up.seen))
+	}
+}
+
+// A host that answers over HTTP/2 binds every answer to its stream: then
+// all users share its connections.
+func TestHTTP2ConnectionsAreShared(t *testing.T) {
+	up := &usersPerConn{seen: map[string]map[string]bool{}, proto: map[string]bool{}}
+	srv := httptest.NewUnstartedServer(up)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	rt, err := NewTransport(TransportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+	p := poolsProxy(t, srv.URL, rt)
+	drive(t, p, []string{"11"}, 1) // the first answer tells the protocol
+	drive(t, p, []string{"11", "22", "33", "44"}, 20)
+	if !up.proto["HTTP/2.0"] || up.proto["HTTP/1.1"] {
+		t.Fatalf("protocols seen: %v, want HTTP/2.0 only", up.proto)
+	}
+	if len(up.seen) > 2 {
+		t.Errorf("%d connections for 4 users over HTTP/2, want the first user's and one shared", len(up.seen))
+	}
+}
+
+// Token requests never reuse an HTTP/1.x connection (a stray answer could
+// carry another subject's token), but share HTTP/2 ones.
+func TestTokenRequestsTakeAConnectionEachOverHTTP1(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		up := &usersPerConn{seen: map[string]map[string]bool{}, proto: map[string]bool{}}
+		srv := httptest.NewUnstartedServer(up)
+		rt, err := NewTransport(TransportOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h2 {
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			rt.TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+		} else {
+			srv.Start()
+		}
+		c := &http.Client{Transport: OneRequestPerHTTP1Connection(rt)}
+		for range 5 {
+			resp, err := c.Post(srv.URL+"/oauth2/token", "application/x-www-form-urlencoded", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+		srv.Close()
+		want := 5
+		if h2 {
+			want = 2 // the first, and the shared one
+		}
+		if got := len(up.seen); (h2 && got > want) || (!h2 && got != want) {
+			t.Errorf("HTTP/2 %v: %d connections for 5 token requests, want %d", h2, got, want)
+		}
+	}
+}
