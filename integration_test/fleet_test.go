@@ -604,3 +604,89 @@ func TestFleetOAuthLoginSurvivesARedisRestartThatLostEverything(t *testing.T) {
 	}
 	checkRedisHoldsNoSecret(t, r, box)
 }
+
+func TestFleetRenewsAheadOfExpiryOncePerSubjectForTheFleet(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t, func(c *fakebox.Config) { c.TokenTTL = 2 * time.Second })
+	r := redistest.Start(t)
+	procs := startFleet(t, box, r, 3, ccgEnv(box)...)
+	before := tokenCounts(box)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		for _, s := range fleetSubjects {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if status, body := fleetGet(t, p.URL, "/2.0/users/me", s.hdr()...); status != http.StatusOK {
+						t.Errorf("%s as %q: %d %s", p.URL, s.asUser, status, body)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+		}
+	}
+	const run = 8 * time.Second
+	time.Sleep(run)
+	close(stop)
+	wg.Wait()
+	lifetimes := float64(run) / float64(2*time.Second)
+	for s, n := range tokenCounts(box) {
+		per := float64(n-before[s]) / lifetimes
+		t.Logf("%s: %.2f token requests per 2 s lifetime across 3 replicas", s, per)
+		// One replica renews about every 1.5 s (a fifth of the lifetime
+		// ahead, plus jitter): 1.3 per lifetime; alone, 3 replicas make 4.
+		if per > 2 {
+			t.Errorf("%s: %.2f token requests per lifetime across 3 replicas, want one replica's worth (about 1.3)", s, per)
+		}
+	}
+}
+
+func TestFleetOAuthWithRedisDownServesTheTokenInHandAndRefusesToRefresh(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t, func(c *fakebox.Config) { c.OAuthUserID = userBob })
+	r := redistest.Start(t)
+	procs := oauthFleet(t, box, r, 3, "BOXPROXY_TOKEN_TIMEOUT=2s")
+	for _, p := range procs {
+		if status, id := meAs(t, p.URL); status != http.StatusOK || id != userBob {
+			t.Fatalf("%s: %d %s", p.URL, status, id)
+		}
+	}
+	r.Kill()
+	// The access token in hand still serves.
+	for _, p := range procs {
+		if status, id := meAs(t, p.URL); status != http.StatusOK || id != userBob {
+			t.Fatalf("%s with Redis down, token in hand: %d %s", p.URL, status, id)
+		}
+	}
+	// A refresh needs the fleet's lock: no refresh reaches Box, the client
+	// gets a JSON 503.
+	okBefore, _ := grantRequests(box, "refresh_token")
+	box.ExpireAll()
+	status, body := fleetGet(t, procs[1].URL, "/2.0/users/me")
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, `"type":"error"`) || !strings.Contains(body, "lock") {
+		t.Fatalf("a refresh with Redis down: %d %s; want a JSON 503 saying the lock cannot be taken", status, body)
+	}
+	if ok, failed := grantRequests(box, "refresh_token"); ok != okBefore || failed != 0 {
+		t.Fatalf("with Redis down, %d refreshes reached Box", ok-okBefore+failed)
+	}
+	// Redis comes back empty: the replicas write their login back, one
+	// refreshes for all, and every replica serves again.
+	r.Restart()
+	for _, p := range procs {
+		waitUntil(t, 20*time.Second, func() bool {
+			status, id := meAs(t, p.URL)
+			return status == http.StatusOK && id == userBob
+		}, "the replica to serve again once Redis is back")
+	}
+	if _, failed := grantRequests(box, "refresh_token"); failed != 0 {
+		t.Fatalf("%d refreshes were rejected: a refresh token was used twice", failed)
+	}
+	checkRedisHoldsNoSecret(t, r, box)
+}
