@@ -278,7 +278,8 @@ func (o *OAuth) refreshLocked(ctx context.Context, take func() (Token, bool)) (T
 		o.m.FleetLockWait(time.Since(start))
 		if err != nil {
 			o.log.Warn().Err(err).Msg("oauth: cannot take the fleet's refresh lock; not refreshing")
-			return Token{}, fmt.Errorf("%w: oauth: cannot take the fleet's refresh lock, and refreshing without it could spend the refresh token twice: %v", ErrFleet, err)
+			// err wraps ErrFleet.
+			return Token{}, fmt.Errorf("oauth: not refreshing without the fleet's refresh lock (that could spend the refresh token twice): %w", err)
 		}
 		defer func() {
 			if o.dirty && o.held == nil {
