@@ -660,6 +660,13 @@ func (o *OAuth) Exchange(ctx context.Context, code, redirectURI string) error {
 		o.mu.Unlock()
 		return err
 	}
+	if o.shared != nil {
+		// The previous login's refresh token, as the fleet has it now
+		// (another replica may have rotated it): that is the one to revoke.
+		sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+		_ = o.syncLocked(sctx)
+		cancel()
+	}
 	prev := o.st.RefreshToken
 	o.setLocked(storeData{Version: storeVersion,
 		AccessToken: tr.AccessToken, AccessExpiry: tr.expiry(issued), AccessObtained: issued,
