@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -687,6 +688,42 @@ func TestFleetOAuthWithRedisDownServesTheTokenInHandAndRefusesToRefresh(t *testi
 	}
 	if _, failed := grantRequests(box, "refresh_token"); failed != 0 {
 		t.Fatalf("%d refreshes were rejected: a refresh token was used twice", failed)
+	}
+	checkRedisHoldsNoSecret(t, r, box)
+}
+
+func TestFleetTakesOverASingleProcessLoginFromItsTokenStoreOnce(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t, func(c *fakebox.Config) { c.OAuthUserID = userBob })
+	r := redistest.Start(t)
+	store := t.TempDir() + "/tokens.json"
+	// One process, no Redis, logs in and keeps its tokens in the file.
+	addr := freeAddr(t)
+	alone := startBinary(t, box, append(oauthEnv(box, store), "BOXPROXY_LISTEN="+addr, "BOXPROXY_PUBLIC_URL=http://"+addr, "BOXPROXY_STORE_KEY="+fleetStoreKey)...)
+	alone.AddSecret(fleetStoreKey)
+	if status, page := newOAuthBrowser(t).login(alone.URL, box); status != http.StatusOK {
+		t.Fatalf("login: %d\n%s", status, page)
+	}
+	_ = alone.Cmd.Process.Signal(syscall.SIGTERM)
+	<-alone.exited
+	// The fleet, on the same store file, takes that login over: no new
+	// login, no refresh (the stored access token is still good).
+	okBefore, _ := grantRequests(box, "refresh_token")
+	procs := []*binaryProxy{oauthReplica(t, box, r, store), oauthReplica(t, box, r, store)}
+	for _, p := range procs {
+		if status, id := meAs(t, p.URL); status != http.StatusOK || id != userBob {
+			t.Fatalf("%s on the single process's store: %d %s", p.URL, status, id)
+		}
+	}
+	if ok, _ := grantRequests(box, "refresh_token"); ok != okBefore {
+		t.Errorf("taking the login over cost %d refreshes", ok-okBefore)
+	}
+	took := 0
+	for _, p := range procs {
+		took += strings.Count(p.Stderr.String(), "took over the token store file's login")
+	}
+	if took != 1 {
+		t.Errorf("%d replicas took the file's login over, want exactly 1 (the other found it in Redis)", took)
 	}
 	checkRedisHoldsNoSecret(t, r, box)
 }
