@@ -88,7 +88,7 @@ func New() *Metrics {
 	})
 	m.fleetUp = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "boxproxy_fleet_redis_up",
-		Help: "1 while the fleet's Redis (BOXPROXY_REDIS_URL) answers, 0 while this replica works alone.",
+		Help: "1 while the fleet's Redis (BOXPROXY_REDIS_URL) answers; 0 while this replica works alone (Redis unreachable, or no BOXPROXY_REDIS_URL).",
 	})
 	m.fleetErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "boxproxy_fleet_redis_errors_total",

@@ -34,7 +34,41 @@ func TestMetricsNilCountsNothingAndDoesNotPanic(t *testing.T) {
 	m.CacheHit()
 	m.CacheMiss()
 	m.CacheEviction()
+	m.CacheEvictionValid()
+	m.FleetUp(true)
+	m.FleetError("get")
+	m.FleetCache(true)
+	m.FleetLockWait(time.Second)
 	m.DefaultTokenExpiry(func() float64 { return 1 })
+}
+
+func TestFleetMetricsSayWhetherRedisAnswersAndHowTheFleetCacheDoes(t *testing.T) {
+	m := metrics.New()
+	m.FleetUp(false)
+	m.FleetError("get")
+	m.FleetError("get")
+	m.FleetCache(true)
+	m.FleetCache(false)
+	m.FleetCache(true)
+	m.FleetLockWait(30 * time.Millisecond)
+	m.CacheEvictionValid()
+	body := scrape(t, m)
+	for _, want := range []string{
+		"boxproxy_fleet_redis_up 0\n",
+		`boxproxy_fleet_redis_errors_total{op="get"} 2` + "\n",
+		`boxproxy_fleet_cache_total{result="hit"} 2` + "\n",
+		`boxproxy_fleet_cache_total{result="miss"} 1` + "\n",
+		"boxproxy_fleet_lock_wait_seconds_count 1\n",
+		"boxproxy_token_cache_evictions_valid_total 1\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	m.FleetUp(true)
+	if !strings.Contains(scrape(t, m), "boxproxy_fleet_redis_up 1\n") {
+		t.Error("boxproxy_fleet_redis_up is not 1 once Redis answers")
+	}
 }
 
 func TestMetricsFollowPrometheusNamingAndCountWhatTheyAreTold(t *testing.T) {
