@@ -724,12 +724,25 @@ func (o *OAuth) Logout(ctx context.Context) error {
 	if o.dirty {
 		_ = o.saveLocked()
 	}
+	where := "the token store " + o.path
+	if o.shared != nil {
+		// Under the refresh lock: no replica rotates the refresh token
+		// between reading it here and revoking it.
+		where = "the fleet's login in Redis"
+		lctx, cancel := context.WithTimeout(ctx, lockWait)
+		unlock, err := o.shared.Lock(lctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("cannot take the fleet's refresh lock, so nothing was revoked (run logout again): %w", err)
+		}
+		defer unlock()
+	}
 	o.adoptLatestLocked(ctx)
 	// Revoking the refresh token ends the access tokens issued with it too;
 	// the access token is revoked as well in case Box does not.
 	if rt := o.st.RefreshToken; rt != "" {
 		if err := o.ep.Revoke(ctx, rt); err != nil {
-			return fmt.Errorf("cannot revoke the refresh token at Box, so the token store %s was kept (run logout again): %w", o.path, err)
+			return fmt.Errorf("cannot revoke the refresh token at Box, so %s was kept (run logout again): %w", where, err)
 		}
 	}
 	if at := o.st.AccessToken; at != "" && o.ep.now().Before(o.st.AccessExpiry) {

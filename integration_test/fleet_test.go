@@ -727,3 +727,31 @@ func TestFleetTakesOverASingleProcessLoginFromItsTokenStoreOnce(t *testing.T) {
 	}
 	checkRedisHoldsNoSecret(t, r, box)
 }
+
+func TestFleetLogoutOnceLogsOutEveryReplica(t *testing.T) {
+	cpuHeavy(t)
+	box := startBox(t, func(c *fakebox.Config) { c.OAuthUserID = userBob })
+	r := redistest.Start(t)
+	procs := oauthFleet(t, box, r, 3)
+	for _, p := range procs {
+		if status, id := meAs(t, p.URL); status != http.StatusOK || id != userBob {
+			t.Fatalf("%s: %d %s", p.URL, status, id)
+		}
+	}
+	env := append(oauthEnv(box, t.TempDir()+"/unused.json"), "BOXPROXY_REDIS_URL="+r.URL(), "BOXPROXY_STORE_KEY="+fleetStoreKey)
+	if _, stderr, code := runBinary(t, env, "logout"); code != 0 {
+		t.Fatalf("boxproxy logout with Redis: exit %d: %s", code, stderr)
+	}
+	if len(box.RevokedTokens()) < 2 {
+		t.Errorf("logout revoked %d tokens at Box, want the refresh and the access token", len(box.RevokedTokens()))
+	}
+	for _, p := range procs {
+		status, body := fleetGet(t, p.URL, "/2.0/users/me")
+		if status != http.StatusServiceUnavailable || !strings.Contains(body, "login_required") {
+			t.Errorf("%s after logout: %d %s; want 503 login_required", p.URL, status, body)
+		}
+	}
+	if dump := r.Dump(t); strings.Contains(dump, "  v=") {
+		t.Errorf("Redis still holds a login after logout:\n%s", dump)
+	}
+}
