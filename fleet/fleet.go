@@ -159,19 +159,39 @@ func newClient(raw string, timeout time.Duration) (redis.UniversalClient, error)
 	}
 }
 
-// redacted shows a Redis URL without its password.
+// redacted shows a Redis URL without its passwords (the user's, and
+// Sentinel's master password=… parameter).
 func redacted(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL)"
 	}
+	q := u.Query()
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") {
+			q.Set(k, "xxxxx")
+		}
+	}
+	u.RawQuery = q.Encode()
 	return u.Redacted()
 }
 
-// scrub removes the URL's password from a message.
+// scrub removes the URL's passwords from a message.
 func scrub(msg string, u *url.URL) string {
+	if u == nil {
+		return msg
+	}
 	if p, ok := u.User.Password(); ok && p != "" {
-		return strings.ReplaceAll(msg, p, "xxxxx")
+		msg = strings.ReplaceAll(msg, p, "xxxxx")
+	}
+	for k, vs := range u.Query() {
+		if strings.Contains(strings.ToLower(k), "password") {
+			for _, v := range vs {
+				if v != "" {
+					msg = strings.ReplaceAll(msg, v, "xxxxx")
+				}
+			}
+		}
 	}
 	return msg
 }

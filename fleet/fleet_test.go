@@ -251,7 +251,8 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 
 func TestURLErrorsDoNotShowThePassword(t *testing.T) {
 	sl, _ := seal.New(storeKey, "fleet")
-	for _, u := range []string{"http://h:1", "redis://:Sup3rSecretPw@h:1/notanumber", "redis://u:Sup3rSecretPw@h:1/0?bogus_option=1"} {
+	for _, u := range []string{"http://h:1", "redis://:Sup3rSecretPw@h:1/notanumber", "redis://u:Sup3rSecretPw@h:1/0?bogus_option=1",
+		"redis://h:1/0?master_name=m&password=Sup3rSecretPw&bogus=1", "redis://h:1/x?addr=h:2&password=Sup3rSecretPw"} {
 		_, err := fleet.Open(fleet.Options{URL: u, Seal: sl, Logger: zerolog.Nop()})
 		if err == nil {
 			t.Errorf("%s: no error", strings.ReplaceAll(u, "Sup3rSecretPw", "x"))
@@ -261,4 +262,87 @@ func TestURLErrorsDoNotShowThePassword(t *testing.T) {
 			t.Errorf("error shows the password: %v", err)
 		}
 	}
+	// A usable URL is logged, without its passwords.
+	logs := &syncLog{}
+	f, err := fleet.Open(fleet.Options{URL: "redis://u:Sup3rSecretPw@127.0.0.1:1/0?master_name=m&password=Sup3rSecretPw", Seal: sl, Logger: zerolog.New(logs), Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	if strings.Contains(logs.String(), "Sup3rSecretPw") {
+		t.Errorf("the log shows a password: %s", logs.String())
+	}
+}
+
+func TestReplicasShareTokensThroughSentinel(t *testing.T) {
+	r := redistest.Start(t)
+	sn := redistest.StartSentinel(t, r)
+	url := "redis://" + sn.Addr + "/0?master_name=mymaster"
+	src := &countingSource{delay: 20 * time.Millisecond, ttl: time.Hour}
+	a, b := replica(t, src, open(t, url, storeKey, 0)), replica(t, src, open(t, url, storeKey, 0))
+	s := auth.Subject{Type: auth.User, ID: "2001"}
+	t1, err := a.Token(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := b.Token(context.Background(), s)
+	if err != nil || t2.Access() != t1.Access() || src.n.Load() != 1 {
+		t.Fatalf("through Sentinel: err %v, same token %v, %d token requests", err, t2.Access() == t1.Access(), src.n.Load())
+	}
+	if !strings.Contains(r.Dump(t), ":token:user:2001") {
+		t.Error("the token is not in the master that Sentinel names")
+	}
+}
+
+func TestReplicasShareTokensAndTheLoginThroughACluster(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3)
+	url := "redis://" + nodes[0].Addr + "/0?addr=" + nodes[1].Addr + "&addr=" + nodes[2].Addr
+	src := &countingSource{delay: 20 * time.Millisecond, ttl: time.Hour}
+	fa, fb := open(t, url, storeKey, 0), open(t, url, storeKey, 0)
+	a, b := replica(t, src, fa), replica(t, src, fb)
+	for _, id := range []string{"2001", "2002", "2003", "2004"} {
+		s := auth.Subject{Type: auth.User, ID: id}
+		t1, err := a.Token(context.Background(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if t2, err := b.Token(context.Background(), s); err != nil || t2.Access() != t1.Access() {
+			t.Fatalf("%s through the cluster: err %v, same token %v", id, err, t2.Access() == t1.Access())
+		}
+	}
+	if n := src.n.Load(); n != 4 {
+		t.Fatalf("%d token requests for 4 subjects on 2 replicas, want 4", n)
+	}
+	// The login's fenced write and lock (Lua scripts, one hash slot).
+	ctx := context.Background()
+	unlock, err := fa.Login().Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := fa.Login().Save(ctx, []byte(`{"version":1}`), 0)
+	unlock()
+	if err != nil || v != 1 {
+		t.Fatalf("fenced save through the cluster: %d, %v", v, err)
+	}
+	if _, err := fb.Login().Save(ctx, []byte(`{"version":1}`), 0); !errors.Is(err, auth.ErrStale) {
+		t.Fatalf("a stale save through the cluster: %v, want ErrStale", err)
+	}
+}
+
+// syncLog is a log buffer safe for go-redis's goroutines.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -23,6 +23,7 @@ import (
 // Server is one redis-server process.
 type Server struct {
 	Addr string
+	args []string // extra redis-server arguments
 	dir  string
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -30,12 +31,14 @@ type Server struct {
 }
 
 // Start runs redis-server on a free loopback port, without persistence.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { t.Helper(); return start(t) }
+
+func start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server not found: install it (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis)")
 	}
-	s := &Server{dir: t.TempDir(), t: t}
+	s := &Server{dir: t.TempDir(), t: t, args: args}
 	for attempt := 0; ; attempt++ {
 		s.Addr = freeAddr(t)
 		if err := s.start(); err == nil {
@@ -65,6 +68,7 @@ func (s *Server) start() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
 	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"), "--daemonize", "no")
+	cmd.Args = append(cmd.Args, s.args...)
 	// Killed with the test process, even when that dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -199,4 +203,81 @@ func (s *Server) Info(t testing.TB, field string) string {
 func (s *Server) Int(t testing.TB, field string) int {
 	n, _ := strconv.Atoi(s.Info(t, field))
 	return n
+}
+
+// Sentinel is a redis-server in sentinel mode watching one master, named
+// "mymaster".
+type Sentinel struct {
+	Addr string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartSentinel runs a Sentinel that monitors master (quorum 1), on a free
+// loopback port, and stops it when the test ends.
+func StartSentinel(t testing.TB, master *Server) *Sentinel {
+	t.Helper()
+	dir := t.TempDir()
+	s := &Sentinel{Addr: freeAddr(t)}
+	_, port, _ := net.SplitHostPort(s.Addr)
+	mhost, mport, _ := net.SplitHostPort(master.Addr)
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := "port " + port + "\nbind 127.0.0.1\ndir " + dir + "\n" +
+		"sentinel monitor mymaster " + mhost + " " + mport + " 1\n" +
+		"sentinel down-after-milliseconds mymaster 1000\n"
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("redis-server", conf, "--sentinel", "--logfile", filepath.Join(dir, "sentinel.log"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd, s.done = cmd, make(chan struct{})
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() { _ = s.cmd.Process.Kill(); <-s.done })
+	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if addr, err := c.GetMasterAddrByName(context.Background(), "mymaster").Result(); err == nil && len(addr) == 2 {
+			return s
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "sentinel.log"))
+			t.Fatalf("redis sentinel did not know mymaster within 10s: %s", lastLine(string(log)))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// StartCluster runs n redis-servers in cluster mode (n ≥ 3 masters, no
+// replicas), joins them with redis-cli --cluster create and waits until the
+// cluster is ok. It returns the servers; any of their addresses reaches it.
+func StartCluster(t testing.TB, n int) []*Server {
+	t.Helper()
+	var out []*Server
+	var addrs []string
+	for range n {
+		s := start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		out = append(out, s)
+		addrs = append(addrs, s.Addr)
+	}
+	args := append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")
+	if b, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v: %s", err, lastLine(string(b)))
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := c.ClusterInfo(context.Background()).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Redis cluster was not ok within 20s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
