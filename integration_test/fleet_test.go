@@ -671,7 +671,7 @@ func TestFleetOAuthWithRedisDownServesTheTokenInHandAndRefusesToRefresh(t *testi
 	okBefore, _ := grantRequests(box, "refresh_token")
 	box.ExpireAll()
 	status, body := fleetGet(t, procs[1].URL, "/2.0/users/me")
-	if status != http.StatusServiceUnavailable || !strings.Contains(body, `"type":"error"`) || !strings.Contains(body, "lock") {
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, `"type":"error"`) || !strings.Contains(body, "lock") || !strings.Contains(body, `"code":"fleet_unavailable"`) {
 		t.Fatalf("a refresh with Redis down: %d %s; want a JSON 503 saying the lock cannot be taken", status, body)
 	}
 	if ok, failed := grantRequests(box, "refresh_token"); ok != okBefore || failed != 0 {

@@ -188,6 +188,14 @@ func ErrorFor(err error, loginURL string) *apierr.Error {
 	case errors.Is(err, auth.ErrGrant):
 		e.Status, e.Code = http.StatusServiceUnavailable, "login_expired"
 		e.Message = "Box rejected the saved login (the refresh token expired or was revoked): log in again at " + loginURL + "; " + err.Error()
+	case errors.Is(err, auth.ErrFleet):
+		// An oauth refresh that cannot take the fleet's lock: it waits for
+		// Redis rather than risk sending Box a refresh token twice.
+		e.Status, e.Code = http.StatusServiceUnavailable, "fleet_unavailable"
+		e.Message = "the replicas' shared store (BOXPROXY_REDIS_URL) cannot be reached, so no token can be renewed safely now: " + err.Error()
+		if e.RetryAfter == 0 {
+			e.RetryAfter = 1
+		}
 	case errors.Is(err, auth.ErrConfig):
 		e.Status, e.Code = http.StatusBadGateway, "box_configuration_error"
 		e.Message = "Box rejected boxproxy's app configuration, so no token can be had; fix the configuration: " + err.Error()
