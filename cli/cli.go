@@ -461,6 +461,10 @@ func (r *runner) check(cmd *cobra.Command) error {
 	if !tok.Expiry.IsZero() {
 		exp = "expires in " + time.Until(tok.Expiry).Round(time.Second).String()
 	}
+	if d := a.Degraded(); d != "" {
+		// Usable, but not as configured: most often a wrong address or password.
+		return errors.New("BOXPROXY_REDIS_URL: " + d)
+	}
 	fmt.Fprintf(r.stdout, "ok: %s method (%s), token for %s obtained, %s\n", cfg.Auth, cfg.AuthReason, a.Default, exp)
 	return nil
 }

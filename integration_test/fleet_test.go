@@ -755,3 +755,19 @@ func TestFleetLogoutOnceLogsOutEveryReplica(t *testing.T) {
 		t.Errorf("Redis still holds a login after logout:\n%s", dump)
 	}
 }
+
+// `boxproxy check` says when the configured Redis cannot be reached (a
+// replica would work alone), naming the variable and never its password.
+func TestFleetCheckNamesAnUnreachableRedis(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	env := append(ccgEnv(box), "BOXPROXY_REDIS_URL=redis://:hunter2-redis-pw@"+freeAddr(t)+"/0")
+	stdout, stderr, code := runBinary(t, env, "check")
+	out := stdout + stderr
+	if code == 0 || !strings.Contains(out, "BOXPROXY_REDIS_URL") || strings.Contains(out, "hunter2") {
+		t.Fatalf("check with Redis unreachable: exit %d\n%s", code, out)
+	}
+	if n := strings.Count(strings.TrimSpace(out), "\n"); n != 0 {
+		t.Fatalf("check printed %d lines, want one:\n%s", n+1, out)
+	}
+}
