@@ -183,7 +183,7 @@ func TestLoginWritesAreFencedAndTheLockIsExclusive(t *testing.T) {
 	c := r.Client()
 	var lockKey string
 	for _, k := range c.Keys(ctx, "*").Val() {
-		if strings.HasSuffix(k, "login") {
+		if strings.HasSuffix(k, "login") && !strings.HasSuffix(k, "lock:login") {
 			lockKey = strings.TrimSuffix(k, "login") + "lock:login"
 		}
 	}
