@@ -70,21 +70,34 @@ const (
 // the client reads the answer. A client still sending a body would otherwise
 // meet a reset: net/http closes a connection whose unread body is large, and
 // the client's next write then fails before it reads the error. So the
-// answer is sent first and the body is read and dropped afterwards, up to
-// DrainLimit bytes and DrainTime; the connection then stays usable. A client
-// that sent Expect: 100-continue has sent no body, and needs none of this.
+// answer is sent first and the body is read and dropped afterwards (Drain);
+// the connection then stays usable.
 func Refuse(w http.ResponseWriter, r *http.Request, e *Error) {
 	accesslog.From(r.Context()).Code = e.Code
-	drain := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 &&
-		!strings.EqualFold(r.Header.Get("Expect"), "100-continue")
-	rc := http.NewResponseController(w)
-	if drain && rc.EnableFullDuplex() != nil {
-		drain = false // not HTTP/1 (HTTP/2 resets only the stream)
-	}
+	drain := hasBody(r) && http.NewResponseController(w).EnableFullDuplex() == nil
 	WriteError(w, e)
-	if !drain {
+	if drain {
+		Drain(w, r)
+	}
+}
+
+// hasBody reports whether r has a body its client is sending. A client that
+// sent Expect: 100-continue sends none until it is asked to.
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 &&
+		!strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+}
+
+// Drain reads and drops what is left of r's body after its answer was
+// written, up to DrainLimit bytes and DrainTime, so that a client still
+// sending it reads the answer and keeps its connection. It needs full
+// duplex (http.ResponseController.EnableFullDuplex) enabled before the
+// answer was written; over HTTP/2 it is not needed (only the stream ends).
+func Drain(w http.ResponseWriter, r *http.Request) {
+	if !hasBody(r) || r.ProtoMajor != 1 {
 		return
 	}
+	rc := http.NewResponseController(w)
 	_ = rc.Flush()
 	_ = rc.SetReadDeadline(time.Now().Add(DrainTime))
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, DrainLimit))

@@ -92,9 +92,9 @@ func TestHTTP1ConnectionsAreNeverSharedBetweenUsers(t *testing.T) {
 	}
 }
 
-// A host that answers over HTTP/2 binds every answer to its stream: then
-// all users share its connections.
-func TestHTTP2ConnectionsAreShared(t *testing.T) {
+// Over HTTP/2 too: a host that answered over HTTP/2 may agree HTTP/1.1 on
+// its next connection, so users never share.
+func TestHTTP2ConnectionsAreNotSharedEither(t *testing.T) {
 	up := &usersPerConn{seen: map[string]map[string]bool{}, proto: map[string]bool{}}
 	srv := httptest.NewUnstartedServer(up)
 	srv.EnableHTTP2 = true
@@ -105,20 +105,20 @@ func TestHTTP2ConnectionsAreShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt.TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
-	p := poolsProxy(t, srv.URL, rt)
-	drive(t, p, []string{"11"}, 1) // the first answer tells the protocol
-	drive(t, p, []string{"11", "22", "33", "44"}, 20)
-	if !up.proto["HTTP/2.0"] || up.proto["HTTP/1.1"] {
-		t.Fatalf("protocols seen: %v, want HTTP/2.0 only", up.proto)
+	drive(t, poolsProxy(t, srv.URL, rt), []string{"11", "22", "33", "44"}, 20)
+	if !up.proto["HTTP/2.0"] {
+		t.Fatalf("protocols seen: %v, want HTTP/2.0", up.proto)
 	}
-	if len(up.seen) > 2 {
-		t.Errorf("%d connections for 4 users over HTTP/2, want the first user's and one shared", len(up.seen))
+	for addr, users := range up.seen {
+		if len(users) != 1 {
+			t.Errorf("connection %s carried requests of %d users: %v", addr, len(users), users)
+		}
 	}
 }
 
-// Token requests never reuse an HTTP/1.x connection (a stray answer could
-// carry another subject's token), but share HTTP/2 ones.
-func TestTokenRequestsTakeAConnectionEachOverHTTP1(t *testing.T) {
+// Token requests never reuse a connection, whatever its protocol (a stray
+// answer could carry another subject's token).
+func TestTokenRequestsTakeAConnectionEach(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		up := &usersPerConn{seen: map[string]map[string]bool{}, proto: map[string]bool{}}
 		srv := httptest.NewUnstartedServer(up)
@@ -133,7 +133,7 @@ func TestTokenRequestsTakeAConnectionEachOverHTTP1(t *testing.T) {
 		} else {
 			srv.Start()
 		}
-		c := &http.Client{Transport: OneRequestPerHTTP1Connection(rt)}
+		c := &http.Client{Transport: OneRequestPerConnection(rt)}
 		for range 5 {
 			resp, err := c.Post(srv.URL+"/oauth2/token", "application/x-www-form-urlencoded", nil)
 			if err != nil {
@@ -143,12 +143,8 @@ func TestTokenRequestsTakeAConnectionEachOverHTTP1(t *testing.T) {
 			_ = resp.Body.Close()
 		}
 		srv.Close()
-		want := 5
-		if h2 {
-			want = 2 // the first, and the shared one
-		}
-		if got := len(up.seen); (h2 && got > want) || (!h2 && got != want) {
-			t.Errorf("HTTP/2 %v: %d connections for 5 token requests, want %d", h2, got, want)
+		if got := len(up.seen); got != 5 {
+			t.Errorf("HTTP/2 %v: %d connections for 5 token requests, want 5", h2, got)
 		}
 	}
 }

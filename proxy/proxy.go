@@ -60,6 +60,7 @@ type Options struct {
 // Proxy is the http.Handler for /2.0/ and /api/2.0/.
 type Proxy struct {
 	o           Options
+	kept        budget // bytes of request bodies held for a retry
 	asUser      AsUserRule
 	rp          *httputil.ReverseProxy
 	rt          *transport
@@ -84,6 +85,7 @@ func New(o Options) (*Proxy, error) {
 	}
 	p := &Proxy{o: o, public: strings.TrimSuffix(o.Public.String(), "/"), defaultName: o.DefaultSubject.String(),
 		asUser: NewAsUserRule(o.AllowedUsers)}
+	p.kept.max = max(8*o.RetryBodyLimit, 64<<20)
 	p.rt = &transport{p: p, base: o.Transport}
 	if ht, ok := o.Transport.(*http.Transport); ok {
 		p.rt.pools = newPools(ht)
@@ -169,6 +171,12 @@ type state struct {
 	body     []byte      // the kept request body, when it can be sent again
 	stream   *streamBody // a body too large to keep, sent at most once
 	canRetry bool        // the body (if any) is kept
+	// ctx is the request's own context (with this state in it): each
+	// attempt is sent with it rather than with ReverseProxy's, whose 1xx
+	// hook would relay Box's 100 Continue to the client and, doing so,
+	// clear the answer's header fields set so far (X-Request-Id,
+	// Connection: close). Go's server answers a client's own Expect itself.
+	ctx context.Context
 }
 
 type stateKey struct{}
@@ -182,12 +190,11 @@ func stateFrom(ctx context.Context) *state {
 // and forwards it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &state{log: accesslog.From(r.Context()), subject: p.o.DefaultSubject}
-	path := r.URL.Path
-	switch {
-	case strings.HasPrefix(path, "/2.0/"):
-		st.target, st.log.Route = p.o.API, "api"
-	case strings.HasPrefix(path, "/api/2.0/"):
-		st.target, st.log.Route = p.o.Upload, "upload"
+	switch st.log.Route = Route(r.URL.Path); st.log.Route {
+	case RouteAPI:
+		st.target = p.o.API
+	case RouteUpload:
+		st.target = p.o.Upload
 	default:
 		apierr.Refuse(w, r, &apierr.Error{Status: http.StatusNotFound, Code: "not_found", Message: "boxproxy serves /2.0/... and /api/2.0/... only"})
 		return
@@ -207,19 +214,45 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st.log.Subject = p.subjectName(st.subject)
-	st.user = st.log.Subject
-	if !st.stripAs {
-		if v := r.Header["As-User"]; len(v) == 1 {
-			st.user += " as " + v[0]
-		}
-	}
-	if err := p.keepBody(r, st); err != nil {
+	release, err := p.keepBody(r, st)
+	defer release()
+	if err != nil {
 		if r.Context().Err() == nil {
 			apierr.Refuse(w, r, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request_body", Message: "could not read the request body"})
 		}
 		return
 	}
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	if st.stream != nil {
+		// Box may answer before it reads the body (a refusal): the body's
+		// rest is then read and dropped after the answer, so that a client
+		// still sending it reads that answer instead of a reset.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		defer func() {
+			st.stream.stop() // no attempt reads on while the rest is dropped
+			apierr.Drain(w, r)
+		}()
+	}
+	st.ctx = context.WithValue(r.Context(), stateKey{}, st)
+	p.rp.ServeHTTP(w, r.WithContext(st.ctx))
+}
+
+// The routes, by path prefix.
+const (
+	RouteAPI    = "api"    // /2.0/… to BOXPROXY_API_URL
+	RouteUpload = "upload" // /api/2.0/… to BOXPROXY_UPLOAD_URL
+)
+
+// Route names the route of a path: RouteAPI, RouteUpload, or "" for a
+// path the proxy does not forward. It is the one place that says which
+// paths are forwarded.
+func Route(path string) string {
+	switch {
+	case strings.HasPrefix(path, "/2.0/"):
+		return RouteAPI
+	case strings.HasPrefix(path, "/api/2.0/"):
+		return RouteUpload
+	}
+	return ""
 }
 
 // AsUserRule is the one rule for an As-User value, for requests and for
@@ -262,41 +295,68 @@ func (p *Proxy) subjectName(s auth.Subject) string {
 }
 
 // keepBody decides whether the request can be sent twice. A 401 retry needs
-// the same body bytes, so a body up to RetryBodyLimit is read into memory
-// (pooled buffers); a larger one (or one of unknown length that turns out
-// larger) streams through and is sent with Expect: 100-continue, so that a
-// 401 that comes before the body was sent can still be retried (transport).
-func (p *Proxy) keepBody(r *http.Request, st *state) error {
+// the same body bytes, so a body up to RetryBodyLimit is read into memory,
+// as it arrives (never on the strength of a declared length alone), while
+// all kept bodies together stay within keptBudget; a larger one, one of
+// unknown length that turns out larger, or one beyond the budget streams
+// through and is sent with Expect: 100-continue, so that a 401 that comes
+// before the body was sent can still be retried (transport). release gives
+// the budget back.
+func (p *Proxy) keepBody(r *http.Request, st *state) (release func(), err error) {
+	release = func() {}
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		st.canRetry = true
-		return nil
+		return release, nil
 	}
 	limit := p.o.RetryBodyLimit
-	if r.ContentLength > limit {
-		st.stream = &streamBody{r: r.Body}
-		return nil
-	}
 	if r.ContentLength > 0 {
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			return err
-		}
-		st.body, st.canRetry = buf, true
-		return nil
+		limit = min(limit, r.ContentLength)
 	}
-	// Unknown length (chunked): read up to the limit and see.
+	if r.ContentLength > p.o.RetryBodyLimit || !p.kept.take(limit) {
+		st.stream = &streamBody{r: r.Body}
+		return release, nil
+	}
+	release = func() { p.kept.give(limit) }
 	var b bytes.Buffer
+	b.Grow(int(min(limit+1, 64<<10)))
 	n, err := io.Copy(&b, io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return err
+		return release, err
 	}
-	if n <= limit {
+	if n <= limit && (r.ContentLength < 0 || n == r.ContentLength) {
 		st.body, st.canRetry = b.Bytes(), true
-		r.ContentLength = n
-		return nil
+		// Sent with its length now known, not chunked.
+		r.ContentLength, r.TransferEncoding = n, nil
+		return release, nil
+	}
+	if r.ContentLength >= 0 {
+		return release, io.ErrUnexpectedEOF // fewer bytes than declared (net/http says so too)
 	}
 	st.stream = &streamBody{r: io.MultiReader(bytes.NewReader(b.Bytes()), r.Body)}
-	return nil
+	return release, nil
+}
+
+// budget counts the bytes of request bodies kept in memory at once, so that
+// many clients declaring large bodies cannot make the process hold them all.
+type budget struct {
+	mu        sync.Mutex
+	used, max int64
+}
+
+func (b *budget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *budget) give(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
 }
 
 // CheckTarget refuses request targets that could leave the Box API: the
@@ -381,6 +441,19 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = ""
 	pr.Out.URL.RawQuery = stripAccessToken(pr.In.URL.RawQuery)
 	dropFields(pr.Out.Header, st.stripAs)
+	// No protocol switch through the proxy (a tunnel would bypass every
+	// rule here), no trailers (they would bypass dropFields), and Expect is
+	// the transport's to set.
+	delete(pr.Out.Header, "Upgrade")
+	delete(pr.Out.Header, "Connection")
+	delete(pr.Out.Header, "Expect")
+	pr.Out.Trailer = nil
+	// Whose data the answer holds, as sent: the subject, and the As-User
+	// passed on (ReverseProxy may have dropped one named in Connection).
+	st.user = st.log.Subject
+	if v := pr.Out.Header["As-User"]; len(v) == 1 {
+		st.user += " as " + v[0]
+	}
 	if strings.Contains(pr.In.URL.Path, "/upload_sessions") {
 		// Its session URLs are rewritten: the answer must not be compressed.
 		delete(pr.Out.Header, "Accept-Encoding")
@@ -446,13 +519,20 @@ func containsFold(s, sub string) bool {
 	return false
 }
 
-// bufferPool lends the 32 KiB buffers ReverseProxy copies bodies with.
+// bufferPool lends the 32 KiB buffers ReverseProxy copies bodies with. It
+// pools array pointers, so that neither Get nor Put allocates.
 type bufferPool struct{}
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+const copyBuffer = 32 << 10
 
-func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+var buffers = sync.Pool{New: func() any { return new([copyBuffer]byte) }}
+
+func (bufferPool) Get() []byte { return buffers.Get().(*[copyBuffer]byte)[:] }
+func (bufferPool) Put(b []byte) {
+	if cap(b) >= copyBuffer {
+		buffers.Put((*[copyBuffer]byte)(b[:copyBuffer]))
+	}
+}
 
 type zerologWriter struct{ l zerolog.Logger }
 

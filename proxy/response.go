@@ -28,6 +28,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateFrom(resp.Request.Context())
 	for _, k := range neverForwarded {
 		delete(resp.Header, k)
+		delete(resp.Trailer, k) // announced trailers
+	}
+	if resp.ContentLength < 0 && resp.Body != nil && resp.Body != http.NoBody {
+		// Trailers arrive at the body's end: filter them then.
+		resp.Body = &trailerFilter{ReadCloser: resp.Body, resp: resp}
 	}
 	if id := resp.Header.Get("Box-Request-Id"); id != "" {
 		st.log.BoxRequestID = id
@@ -122,6 +127,15 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		apierr.Refuse(w, r, ErrorFor(tf.err, p.o.LoginURL))
 		return
 	}
+	if isClientBody(err) {
+		// The client's body broke off: nothing for Box to be blamed for.
+		if r.Context().Err() != nil {
+			w.WriteHeader(499)
+			return
+		}
+		apierr.Refuse(w, r, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request_body", Message: "could not read the request body"})
+		return
+	}
 	st := stateFrom(r.Context())
 	apierr.Refuse(w, r, p.upstreamError(st.log.Route, err))
 }
@@ -213,4 +227,22 @@ func ErrorFor(err error, loginURL string) *apierr.Error {
 		e.Message = "Box's token endpoint is unavailable: " + err.Error()
 	}
 	return e
+}
+
+// trailerFilter drops the fields that are never forwarded from an answer's
+// trailers, which net/http fills in when the body ends, before ReverseProxy
+// copies them.
+type trailerFilter struct {
+	io.ReadCloser
+	resp *http.Response
+}
+
+func (t *trailerFilter) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err != nil {
+		for _, k := range neverForwarded {
+			delete(t.resp.Trailer, k)
+		}
+	}
+	return n, err
 }

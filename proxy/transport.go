@@ -40,6 +40,16 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &tokenFailure{err}
 	}
 	resp, err := t.send(req, st, tok)
+	if err != nil && st.stream != nil && ctx.Err() == nil && !isClientBody(err) {
+		// A streamed body none of which was sent (say the pooled
+		// connection was closed by Box's side while idle) can go once more;
+		// net/http does not retry a body it cannot rewind.
+		if next := st.stream.again(); next != nil {
+			st.stream = next
+			t.p.o.Metrics.Retry("network")
+			resp, err = t.send(req, st, tok)
+		}
+	}
 
 	if err == nil && resp.StatusCode == http.StatusUnauthorized {
 		if !tokens.Refreshable() {
@@ -89,8 +99,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // send makes one attempt with tok on a copy of req, with a fresh reader of
 // the kept body, or the streamed body with Expect: 100-continue.
 func (t *transport) send(req *http.Request, st *state, tok auth.Token) (*http.Response, error) {
-	out := new(http.Request)
-	*out = *req
+	out := req.WithContext(st.ctx) // a copy, without ReverseProxy's 1xx hook (see state.ctx)
 	out.Header = make(http.Header, len(req.Header)+2)
 	for k, v := range req.Header {
 		out.Header[k] = v
@@ -101,15 +110,18 @@ func (t *transport) send(req *http.Request, st *state, tok auth.Token) (*http.Re
 		body := st.body
 		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		out.ContentLength = int64(len(body))
-		delete(out.Header, "Expect") // the body is here: no need to wait
+		out.ContentLength, out.TransferEncoding = int64(len(body)), nil
 	case st.stream != nil:
 		// Box (like Go's server) checks the token before it reads a body and
 		// answers a bad one before the body is sent: the body then stays
-		// with us and can go again with a new token.
+		// with us and can go again with a new token. The connection is not
+		// kept after such an attempt: over HTTP/1.1 net/http would
+		// otherwise send the body after an early answer, to keep the
+		// connection, and the body would be gone.
 		out.Body = st.stream
 		out.GetBody = nil
 		out.Header["Expect"] = expectContinue
+		out.Close = true
 	}
 	st.log.Attempts++
 	start := time.Now()
@@ -148,7 +160,34 @@ func (b *streamBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
+	if err != nil && err != io.EOF {
+		err = &clientBodyError{err}
+	}
 	return n, err
+}
+
+// stop cuts off whichever attempt still holds b.
+func (b *streamBody) stop() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.shut = true
+	b.mu.Unlock()
+}
+
+// clientBodyError is a failure to read the client's body (it hung up, or
+// sent a broken one): the client's doing, not Box's.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string {
+	return "reading the client's request body: " + e.err.Error()
+}
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+func isClientBody(err error) bool {
+	var ce *clientBodyError
+	return errors.As(err, &ce) || errors.Is(err, errBodyMoved)
 }
 
 func (b *streamBody) Close() error { return nil }

@@ -182,5 +182,5 @@ func tokenTransport(cfg *config.Config) (http.RoundTripper, error) {
 	t.ResponseHeaderTimeout = 0 // the client's Timeout bounds the whole request
 	t.IdleConnTimeout = 90 * time.Second
 	t.DisableCompression = false
-	return proxy.OneRequestPerHTTP1Connection(t), nil
+	return proxy.OneRequestPerConnection(t), nil
 }
