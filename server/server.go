@@ -226,7 +226,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // finish counts and logs one request.
 func (s *Server) finish(rec *recorder, r *http.Request, id string, e *accesslog.Entry, start time.Time, aborted bool) {
 	if e.Route == "" {
-		e.Route = routeOf(r.URL.Path)
+		if e.Route = proxy.Route(r.URL.Path); e.Route == "" {
+			e.Route = "other"
+		}
 	}
 	status := rec.status
 	if status == 0 {
@@ -262,17 +264,6 @@ func (s *Server) finish(rec *recorder, r *http.Request, id string, e *accesslog.
 	ev.Msg("request")
 }
 
-// routeOf names the route of a path for a request that ended before serve
-// returned.
-func routeOf(path string) string {
-	switch {
-	case strings.HasPrefix(path, "/2.0/"):
-		return "api"
-	case strings.HasPrefix(path, "/api/2.0/"):
-		return "upload"
-	}
-	return "other"
-}
 
 // logPath is the escaped path (without the query, which may carry a
 // client's token), cut at 512 bytes.
@@ -318,7 +309,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entr
 		return
 	}
 	switch {
-	case strings.HasPrefix(path, "/2.0/"), strings.HasPrefix(path, "/api/2.0/"):
+	case proxy.Route(path) != "":
 		s.proxy.ServeHTTP(w, r)
 		return
 	case path == "/auth/login" || path == "/auth/callback":
