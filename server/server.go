@@ -264,7 +264,6 @@ func (s *Server) finish(rec *recorder, r *http.Request, id string, e *accesslog.
 	ev.Msg("request")
 }
 
-
 // logPath is the escaped path (without the query, which may carry a
 // client's token), cut at 512 bytes.
 func logPath(p string) string {
