@@ -486,7 +486,9 @@ func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) er
 	} else {
 		s.log.Info().Msg("all requests finished; stopped")
 	}
-	return <-errc
+	err := <-errc
+	s.auth.Close() // the fleet's connections to Redis
+	return err
 }
 
 // PublicURL is the public URL joined with path.
