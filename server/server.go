@@ -486,7 +486,8 @@ func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) er
 	} else {
 		s.log.Info().Msg("all requests finished; stopped")
 	}
-	err := <-errc
+	err = <-errc
+	stopBG()
 	s.auth.Close() // the fleet's connections to Redis
 	return err
 }
