@@ -24,6 +24,7 @@ BENCH_PIDS=()
 BENCH_TMP=""
 HAVE_BOXPROXY=0
 BOXPROXY_PID=""
+BARE_PID=""
 NGINX_PID=""
 UPSTREAM_PID=""
 
@@ -117,6 +118,8 @@ bench_build() {
 	command -v go >/dev/null || die "go is not on PATH"
 	log "building bench upstream"
 	(cd "$REPO_DIR" && go build -o "$BIN_DIR/upstream" ./bench/upstream) || die "cannot build bench/upstream"
+	log "building the bare baseline proxy (bench/bare)"
+	(cd "$REPO_DIR" && go build -o "$BIN_DIR/bare" ./bench/bare) || die "cannot build bench/bare"
 	BOXPROXY_EXE="$BIN_DIR/boxproxy"
 	if [[ -n ${BOXPROXY_BIN:-} ]]; then # measure a binary built elsewhere
 		[[ -x $BOXPROXY_BIN ]] || die "BOXPROXY_BIN=$BOXPROXY_BIN is not an executable"
@@ -275,6 +278,27 @@ start_boxproxy() {
 		return 1
 	fi
 	log "boxproxy  on 127.0.0.1:$BOXPROXY_PORT (pid $BOXPROXY_PID${BOXPROXY_PROCS:+, GOMAXPROCS=$BOXPROXY_PROCS})"
+}
+
+# start_bare: the baseline, a bare httputil.ReverseProxy that only sets the
+# token (bench/bare), with boxproxy's Transport, GOMAXPROCS and trust.
+start_bare() {
+	BARE_PORT=$(free_port "${BARE_PORT:-}")
+	local procs=()
+	[[ -n ${BOXPROXY_PROCS:-} ]] && procs=(GOMAXPROCS="$BOXPROXY_PROCS")
+	[[ -n $UPSTREAM_CA ]] && procs+=(SSL_CERT_FILE="$UPSTREAM_CA")
+	env "${procs[@]}" "$BIN_DIR/bare" -addr "127.0.0.1:$BARE_PORT" -upstream "$UPSTREAM_URL" -token "$BENCH_TOKEN" \
+		>"$BENCH_TMP/bare.log" 2>&1 &
+	BARE_PID=$!
+	BENCH_PIDS+=("$BARE_PID")
+	wait_http "http://127.0.0.1:$BARE_PORT/2.0/users/me" 10 "$BARE_PID" ||
+		{ cat "$BENCH_TMP/bare.log" >&2; die "the bare proxy did not start"; }
+	log "bare      on 127.0.0.1:$BARE_PORT (pid $BARE_PID${BOXPROXY_PROCS:+, GOMAXPROCS=$BOXPROXY_PROCS})"
+}
+
+stop_bare() {
+	[[ -n $BARE_PID ]] && bench_stop_pid "$BARE_PID"
+	BARE_PID=""
 }
 
 # boxproxy_log_summary: boxproxy runs with BOXPROXY_LOG_LEVEL=warn, so any line

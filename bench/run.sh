@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# One-command benchmark: boxproxy vs nginx vs no proxy at all.
+# One-command benchmark: boxproxy vs a bare Go reverse proxy vs nginx vs no
+# proxy at all.
 #
 #   bash bench/run.sh
 #
-# Installs nginx + wrk (apt-get) when missing, builds boxproxy and a tiny local
-# upstream (bench/upstream), starts everything on 127.0.0.1, runs wrk against
-# the upstream directly, through nginx and through boxproxy, interleaved, and
-# prints a markdown table (also written to bench/results/latest.md). Then runs
-# the 200 MiB upload/download check of bench/transfer.sh (TRANSFER=0 skips it).
+# Installs nginx + wrk (apt-get) when missing, builds boxproxy, a tiny local
+# upstream (bench/upstream) and the baseline "bare" (bench/bare: one
+# httputil.ReverseProxy that only sets a fixed token, on boxproxy's Transport),
+# starts everything on 127.0.0.1, runs wrk against the upstream directly,
+# through nginx, through bare and through boxproxy, interleaved, and prints a
+# markdown table (also written to bench/results/latest.md). boxproxy/bare is
+# the cost of boxproxy's own work on top of net/http. Then runs the 200 MiB
+# upload/download check of bench/transfer.sh (TRANSFER=0 skips it).
 #
 # Environment (all optional):
 #   DURATION=5          seconds per wrk run
@@ -16,12 +20,12 @@
 #   WRK_THREADS=2       wrk threads (capped at the connection count)
 #   WARMUP=1            seconds of warm-up per target before measuring (0: none)
 #   NGINX_WORKERS=1     nginx worker_processes
-#   BOXPROXY_PROCS=     GOMAXPROCS for boxproxy (default: Go's default, all cores)
+#   BOXPROXY_PROCS=     GOMAXPROCS for boxproxy and bare (default: Go's default, all cores)
 #   UPSTREAM_PROCS=     GOMAXPROCS for the upstream (default: all cores)
-#   UPSTREAM_PORT= NGINX_PORT= BOXPROXY_PORT=   fixed ports (default: free ones)
+#   UPSTREAM_PORT= NGINX_PORT= BARE_PORT= BOXPROXY_PORT=   fixed ports (default: free ones)
 #   TRANSFER=1          also run the 200 MiB transfer check (see transfer.sh)
 #   UPSTREAM_TLS=1      the upstream speaks HTTPS with HTTP/2 offered, as Box does
-#                       (nginx: proxy_pass https with verification; boxproxy: SSL_CERT_FILE)
+#                       (nginx: proxy_pass https with verification; boxproxy, bare: SSL_CERT_FILE)
 #   BOXPROXY_BIN=       measure this boxproxy binary instead of building one
 #   BENCH_NO_INSTALL=1  never call apt-get
 set -euo pipefail
@@ -91,6 +95,8 @@ main() {
 	start_upstream
 	start_nginx
 	check_target nginx "http://127.0.0.1:$NGINX_PORT" "Bearer $BENCH_TOKEN" || die "nginx does not proxy as expected"
+	start_bare
+	check_target bare "http://127.0.0.1:$BARE_PORT" "Bearer $BENCH_TOKEN" || die "bench/bare does not proxy as expected"
 	if start_boxproxy; then
 		if ! check_target boxproxy "http://127.0.0.1:$BOXPROXY_PORT" "Bearer $BENCH_TOKEN"; then
 			log "boxproxy does not proxy /2.0/users/me as expected; skipping its column"
@@ -99,14 +105,14 @@ main() {
 		fi
 	fi
 
-	local targets=(direct nginx) raw="$RESULTS_DIR/raw" csv="$RESULTS_DIR/latest.csv"
+	local targets=(direct nginx bare) raw="$RESULTS_DIR/raw" csv="$RESULTS_DIR/latest.csv"
 	[[ $HAVE_BOXPROXY == 1 ]] && targets+=(boxproxy)
-	declare -A port=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PORT [boxproxy]=${BOXPROXY_PORT:-})
+	declare -A port=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PORT [bare]=$BARE_PORT [boxproxy]=${BOXPROXY_PORT:-})
 	declare -gA scheme=([direct]=$UPSTREAM_SCHEME)
 	rm -rf "$raw" && mkdir -p "$raw"
 	echo "conns,round,target,req_per_s,p99_ms,errors,cpu_us_per_req" >"$csv"
 	# Whose CPU time counts: nginx's master and workers; the others are one process.
-	declare -A pids=([direct]=$UPSTREAM_PID [nginx]="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')" [boxproxy]=${BOXPROXY_PID:-})
+	declare -A pids=([direct]=$UPSTREAM_PID [nginx]="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')" [bare]=$BARE_PID [boxproxy]=${BOXPROXY_PID:-})
 
 	if ((WARMUP > 0)); then
 		log "warm-up: ${WARMUP}s per target"
@@ -135,9 +141,9 @@ main() {
 		echo
 		echo "- $(machine_line)"
 		echo "- load average when the run started: $LOAD_AT_START (1, 5, 15 min); well above 0 means other work competed for the cores too."
-		echo "- wrk, both proxies and the upstream all run on this machine and share these $(nproc) cores, so absolute numbers understate what a dedicated host does; compare columns, not machines."
-		echo "- wrk ${DURATION}s per run, threads min(${WRK_THREADS}, connections), ${ROUNDS} interleaved round(s) (direct, nginx, boxproxy), median shown."
-		echo "- nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'): ${NGINX_WORKERS:-1} worker, upstream keepalive 64, HTTP/1.1, injects Authorization. boxproxy: token method, GOMAXPROCS=${BOXPROXY_PROCS:-default ($(nproc))}, log level warn. Upstream: bench/upstream (Go), $([[ $UPSTREAM_TLS == 1 ]] && echo "HTTPS with HTTP/2 offered (nginx and boxproxy use HTTP/1.1 over TLS with kept-alive connections; wrk's direct runs use TLS too)" || echo "plain HTTP"), GOMAXPROCS=${UPSTREAM_PROCS:-default ($(nproc))}."
+		echo "- wrk, the proxies and the upstream all run on this machine and share these $(nproc) cores, so absolute numbers understate what a dedicated host does; compare columns, not machines."
+		echo "- wrk ${DURATION}s per run, threads min(${WRK_THREADS}, connections), ${ROUNDS} interleaved round(s) (direct, nginx, bare, boxproxy), median shown."
+		echo "- nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'): ${NGINX_WORKERS:-1} worker, upstream keepalive 64, HTTP/1.1, injects Authorization. bare (bench/bare): one httputil.ReverseProxy that only sets a fixed Authorization, on boxproxy's http.Transport (proxy.NewTransport), pooled copy buffers, same GOMAXPROCS; boxproxy/bare is the cost of boxproxy's own work. boxproxy: token method, GOMAXPROCS=${BOXPROXY_PROCS:-default ($(nproc))}, log level warn. Upstream: bench/upstream (Go), $([[ $UPSTREAM_TLS == 1 ]] && echo "HTTPS with HTTP/2 offered (nginx uses HTTP/1.1 over TLS with kept-alive connections, bare and boxproxy HTTP/2; wrk's direct runs use TLS too)" || echo "plain HTTP"), GOMAXPROCS=${UPSTREAM_PROCS:-default ($(nproc))}."
 		if [[ $HAVE_BOXPROXY == 1 ]]; then
 			local ver
 			ver=$(BOXPROXY_LISTEN=127.0.0.1:0 timeout -k 1 5 "$BOXPROXY_EXE" version 2>/dev/null | head -n1 || true)
@@ -145,8 +151,8 @@ main() {
 		fi
 		[[ $HAVE_BOXPROXY == 1 ]] || echo "- **boxproxy was not measured**: it did not build or did not start (see the messages above)."
 		echo
-		echo "| connections | direct req/s | nginx req/s | boxproxy req/s | boxproxy/nginx | p99 direct ms | p99 nginx ms | p99 boxproxy ms | boxproxy p99 added over direct ms | CPU µs/req upstream (direct) | CPU µs/req nginx | CPU µs/req boxproxy |"
-		echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		echo "| connections | direct req/s | nginx req/s | bare req/s | boxproxy req/s | boxproxy/nginx | boxproxy/bare req/s | p99 direct ms | p99 nginx ms | p99 bare ms | p99 boxproxy ms | boxproxy p99 added over direct ms | CPU µs/req upstream (direct) | CPU µs/req nginx | CPU µs/req bare | CPU µs/req boxproxy | boxproxy/bare CPU µs/req |"
+		echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		for c in $CONNS; do
 			awk -F, -v c="$c" -v rounds="$ROUNDS" '
 				function med(t, f,    n, i, j, k, v, a) {
@@ -162,27 +168,32 @@ main() {
 				NR > 1 && $1 == c { val[$3, $2] = $4 " " $5 " " $7; if ($6 != 0 && $6 != "-") bad[$3] = 1 }
 				function cell(x, fmt, t) { return x == "" ? "n/a" : sprintf(fmt, x) (bad[t] ? " (!)" : "") }
 				END {
-					dr = med("direct", 1); nr = med("nginx", 1); br = med("boxproxy", 1)
-					dp = med("direct", 2); np = med("nginx", 2); bp = med("boxproxy", 2)
-					dc = med("direct", 3); nc = med("nginx", 3); bc = med("boxproxy", 3)
+					dr = med("direct", 1); nr = med("nginx", 1); gr = med("bare", 1); br = med("boxproxy", 1)
+					dp = med("direct", 2); np = med("nginx", 2); gp = med("bare", 2); bp = med("boxproxy", 2)
+					dc = med("direct", 3); nc = med("nginx", 3); gc = med("bare", 3); bc = med("boxproxy", 3)
 					ratio = (br != "" && nr > 0) ? sprintf("%.2f", br / nr) : "n/a"
+					bare_r = (br != "" && gr > 0) ? sprintf("%.2f", br / gr) : "n/a"
+					bare_c = (bc != "" && gc > 0) ? sprintf("%.2f", bc / gc) : "n/a"
 					added = (bp != "" && dp != "") ? sprintf("%+.2f", bp - dp) : "n/a"
-					printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c,
-						cell(dr, "%.0f", "direct"), cell(nr, "%.0f", "nginx"), cell(br, "%.0f", "boxproxy"), ratio,
-						cell(dp, "%.2f", "direct"), cell(np, "%.2f", "nginx"), cell(bp, "%.2f", "boxproxy"), added,
-						cell(dc, "%.1f", "direct"), cell(nc, "%.1f", "nginx"), cell(bc, "%.1f", "boxproxy")
+					printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c,
+						cell(dr, "%.0f", "direct"), cell(nr, "%.0f", "nginx"), cell(gr, "%.0f", "bare"), cell(br, "%.0f", "boxproxy"), ratio, bare_r,
+						cell(dp, "%.2f", "direct"), cell(np, "%.2f", "nginx"), cell(gp, "%.2f", "bare"), cell(bp, "%.2f", "boxproxy"), added,
+						cell(dc, "%.1f", "direct"), cell(nc, "%.1f", "nginx"), cell(gc, "%.1f", "bare"), cell(bc, "%.1f", "boxproxy"), bare_c
 				}' "$csv"
 		done
 		echo
 		if awk -F, 'NR > 1 && $6 != 0 { bad = 1 } END { exit !bad }' "$csv"; then
 			echo "(!) = some requests failed or were not 2xx in at least one run; see bench/results/raw/."
 		fi
-		echo "CPU µs/req: user + system CPU time the process used during the run (from /proc), divided by the requests wrk completed; for nginx, master and workers. It measures cost, not speed, and is steadier than req/s when the cores are shared."
+		echo "CPU µs/req: user + system CPU time the process used during the run (from /proc), divided by the requests wrk completed; for nginx, master and workers. boxproxy/bare: ratios of the medians. It measures cost, not speed, and is steadier than req/s when the cores are shared."
 		echo "All rounds: bench/results/latest.csv; raw wrk output: bench/results/raw/."
 	} >"$report"
 	[[ $HAVE_BOXPROXY == 1 ]] && boxproxy_log_summary
 
 	if [[ ${TRANSFER:-1} == 1 ]]; then
+		# Fresh processes, so that peak RSS is the transfers', not the req/s runs'.
+		stop_bare
+		start_bare
 		[[ $HAVE_BOXPROXY == 1 ]] && { stop_boxproxy; start_boxproxy || true; }
 		echo >>"$report"
 		BENCH_AFTER_RPS=1 transfer_bench >>"$report"

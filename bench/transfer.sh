@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Large-transfer check: a 200 MiB upload (PUT, streamed by curl -T) and a
-# 200 MiB download, straight to the bench upstream, through nginx and through
+# 200 MiB download, straight to the bench upstream, through nginx, through the
+# bare baseline proxy (bench/bare, when run.sh started it) and through
 # boxproxy. Reports MB/s (10^6 bytes/s), boxproxy's speed relative to direct,
-# and boxproxy's peak resident memory (VmHWM from /proc/<pid>/status), which
-# shows whether it streams bodies or holds them in memory.
+# and the peak resident memory (VmHWM from /proc/<pid>/status) of boxproxy and
+# of bare, which shows whether boxproxy streams bodies or holds them in memory,
+# and what it holds beyond a bare httputil.ReverseProxy.
 #
 #   bash bench/transfer.sh
 #
@@ -54,20 +56,26 @@ transfer_bench() {
 
 	local targets=(direct nginx) t kind r v
 	declare -A base=([direct]="$UPSTREAM_URL" [nginx]="http://127.0.0.1:$NGINX_PORT")
+	if [[ -n ${BARE_PID:-} ]]; then
+		targets+=(bare)
+		base[bare]="http://127.0.0.1:$BARE_PORT"
+	fi
 	if [[ $HAVE_BOXPROXY == 1 && -n $BOXPROXY_PID ]]; then
 		targets+=(boxproxy)
 		base[boxproxy]="http://127.0.0.1:$BOXPROXY_PORT"
 	fi
 
-	declare -A speed hwm
-	local idle_rss="" start_hwm="" per_phase=0
+	declare -A speed hwm bare_hwm
+	local idle_rss="" start_hwm="" per_phase=0 bare_idle=""
 	if [[ -n $BOXPROXY_PID ]]; then
 		idle_rss=$(kib_field "$BOXPROXY_PID" VmRSS)
 		start_hwm=$(kib_field "$BOXPROXY_PID" VmHWM)
 	fi
+	[[ -n ${BARE_PID:-} ]] && bare_idle=$(kib_field "$BARE_PID" VmRSS)
 
 	for kind in up down; do
 		[[ -n $BOXPROXY_PID ]] && reset_hwm "$BOXPROXY_PID" && per_phase=1
+		[[ -n ${BARE_PID:-} ]] && { reset_hwm "$BARE_PID" || per_phase=0; }
 		declare -A vals=()
 		for ((r = 1; r <= rounds; r++)); do # interleaved: direct, nginx, boxproxy, direct, …
 			for t in "${targets[@]}"; do
@@ -82,6 +90,7 @@ transfer_bench() {
 		done
 		unset vals
 		[[ -n $BOXPROXY_PID ]] && hwm[$kind]=$(kib_field "$BOXPROXY_PID" VmHWM)
+		[[ -n ${BARE_PID:-} ]] && bare_hwm[$kind]=$(kib_field "$BARE_PID" VmHWM)
 	done
 	rm -f "$file"
 
@@ -90,17 +99,19 @@ transfer_bench() {
 	echo "- $(machine_line); curl, proxies and upstream share these cores; load average at the start: $load${BENCH_AFTER_RPS:+ (raised by the req/s runs just before)}."
 	echo "- upload: \`curl -T\` PUT to /2.0/test/sink (upstream reads and discards); download: GET /2.0/bytes?n=$n. MB/s = 10^6 bytes/s, median of $rounds."
 	echo
-	echo "| transfer | direct MB/s | nginx MB/s | boxproxy MB/s | boxproxy/direct | boxproxy peak RSS MiB |"
-	echo "|---|---:|---:|---:|---:|---:|"
-	local label d x b ratio
+	echo "| transfer | direct MB/s | nginx MB/s | bare MB/s | boxproxy MB/s | boxproxy/direct | bare peak RSS MiB | boxproxy peak RSS MiB | boxproxy/bare peak RSS |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	local label d x g b ratio rss
 	for kind in up down; do
 		[[ $kind == up ]] && label="upload ${size_mib} MiB (PUT)" || label="download ${size_mib} MiB (GET)"
 		d=${speed[$kind,direct]}
 		x=${speed[$kind,nginx]}
+		g=${speed[$kind,bare]:-n/a}
 		b=${speed[$kind,boxproxy]:-n/a}
 		ratio=n/a
 		[[ $b =~ ^[0-9]+$ && $d =~ ^[0-9]+$ && $d -gt 0 ]] && ratio=$(awk -v b="$b" -v d="$d" 'BEGIN { printf "%.2f", b / d }')
-		echo "| $label | $d | $x | $b | $ratio | $(mib "${hwm[$kind]:-}") |"
+		rss=$(awk -v b="${hwm[$kind]:-}" -v g="${bare_hwm[$kind]:-}" 'BEGIN { if (b == "" || g == "" || g == 0) print "n/a"; else printf "%.2f", b / g }')
+		echo "| $label | $d | $x | $g | $b | $ratio | $(mib "${bare_hwm[$kind]:-}") | $(mib "${hwm[$kind]:-}") | $rss |"
 	done
 	echo
 	if [[ -n $BOXPROXY_PID ]]; then
@@ -108,6 +119,7 @@ transfer_bench() {
 		[[ -n ${hwm[up]:-} && ${hwm[up]} -gt ${peak:-0} ]] && peak=${hwm[up]}
 		[[ -n $start_hwm && $start_hwm -gt ${peak:-0} ]] && peak=$start_hwm
 		echo "boxproxy RSS before the transfers: $(mib "$idle_rss") MiB; peak RSS (VmHWM) over the whole check: $(mib "$peak") MiB."
+		[[ -n $bare_idle ]] && echo "bare RSS before the transfers: $(mib "$bare_idle") MiB; what a transfer costs is the growth from rest to peak."
 		if [[ $per_phase == 1 ]]; then
 			echo "The per-row peak is VmHWM after that row's transfers, reset (clear_refs) before them."
 		else
@@ -129,6 +141,7 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
 	bench_build
 	start_upstream
 	start_nginx
+	start_bare
 	start_boxproxy || true
 	report=$(transfer_bench)
 	echo

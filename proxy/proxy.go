@@ -161,8 +161,15 @@ func CertPool(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// state travels with one request from ServeHTTP to the transport.
+// state travels with one request from ServeHTTP to the transport. It is the
+// request's context from ServeHTTP on (the parent's, plus itself under
+// stateKey), which saves a context.WithValue per request. Each attempt is
+// sent with it rather than with ReverseProxy's context, whose 1xx hook
+// would relay Box's 100 Continue to the client and, doing so, clear the
+// answer's header fields set so far (X-Request-Id, Connection: close). Go's
+// server answers a client's own Expect itself.
 type state struct {
+	context.Context
 	log      *accesslog.Entry
 	target   *url.URL
 	subject  auth.Subject
@@ -171,15 +178,17 @@ type state struct {
 	body     []byte      // the kept request body, when it can be sent again
 	stream   *streamBody // a body too large to keep, sent at most once
 	canRetry bool        // the body (if any) is kept
-	// ctx is the request's own context (with this state in it): each
-	// attempt is sent with it rather than with ReverseProxy's, whose 1xx
-	// hook would relay Box's 100 Continue to the client and, doing so,
-	// clear the answer's header fields set so far (X-Request-Id,
-	// Connection: close). Go's server answers a client's own Expect itself.
-	ctx context.Context
 }
 
 type stateKey struct{}
+
+// Value is the state itself under stateKey, else the parent's value.
+func (st *state) Value(key any) any {
+	if key == (stateKey{}) {
+		return st
+	}
+	return st.Context.Value(key)
+}
 
 func stateFrom(ctx context.Context) *state {
 	st, _ := ctx.Value(stateKey{}).(*state)
@@ -189,7 +198,7 @@ func stateFrom(ctx context.Context) *state {
 // ServeHTTP routes one request that the server admitted, picks its subject
 // and forwards it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &state{log: accesslog.From(r.Context()), subject: p.o.DefaultSubject}
+	st := &state{Context: r.Context(), log: accesslog.From(r.Context()), subject: p.o.DefaultSubject}
 	switch st.log.Route = Route(r.URL.Path); st.log.Route {
 	case RouteAPI:
 		st.target = p.o.API
@@ -232,8 +241,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			apierr.Drain(w, r)
 		}()
 	}
-	st.ctx = context.WithValue(r.Context(), stateKey{}, st)
-	p.rp.ServeHTTP(w, r.WithContext(st.ctx))
+	p.rp.ServeHTTP(w, r.WithContext(st))
 }
 
 // The routes, by path prefix.
@@ -417,18 +425,24 @@ var neverForwarded = [...]string{"Authorization", "Proxy-Authorization", "Cookie
 // an underscore ("As_User", "Authorization_"): some servers read "_" as "-",
 // so such a field could smuggle a credential or an As-User past the rules
 // above (nginx drops them by default, too).
+//
+// One pass over the fields the request has, rather than a lookup for each
+// name it might have.
 func dropFields(h http.Header, asUser bool) {
-	for _, k := range neverForwarded {
-		delete(h, k)
-	}
-	if asUser {
-		delete(h, "As-User")
-	}
 	for k := range h {
-		if strings.IndexByte(k, '_') >= 0 {
+		if neverForward(k) || asUser && k == "As-User" || strings.IndexByte(k, '_') >= 0 {
 			delete(h, k)
 		}
 	}
+}
+
+func neverForward(k string) bool {
+	for _, n := range neverForwarded {
+		if k == n {
+			return true
+		}
+	}
+	return false
 }
 
 // rewrite is the one place that decides where a request goes and what it

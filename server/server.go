@@ -193,12 +193,23 @@ func (r *recorder) Flush() {
 	}
 }
 
+// exchange is what the server keeps of one request while it serves it, in
+// one allocation: the recorder, the access-log record and the X-Request-Id
+// field's value.
+type exchange struct {
+	rec   recorder
+	entry accesslog.Entry
+	id    [1]string
+}
+
 // ServeHTTP admits, routes, logs and counts every request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w}
-	id := s.requestID(r)
-	w.Header()["X-Request-Id"] = []string{id}
+	x := &exchange{rec: recorder{ResponseWriter: w}}
+	rec, entry := &x.rec, &x.entry
+	ids := s.requestID(r, &x.id)
+	id := ids[0]
+	w.Header()["X-Request-Id"] = ids
 	if len(r.TransferEncoding) > 0 {
 		// net/http has read a chunked body, dropping any Content-Length
 		// beside it. A front end that framed the request by that length
@@ -206,7 +217,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// is read from this connection (request smuggling).
 		w.Header()["Connection"] = []string{"close"}
 	}
-	entry := &accesslog.Entry{}
 	r = r.WithContext(accesslog.With(r.Context(), entry))
 	s.m.InFlight(1)
 	// The bookkeeping runs even when ReverseProxy aborts the handler with
@@ -361,7 +371,7 @@ func (s *Server) hostAllowed(host string) bool {
 		host = h
 	}
 	host = strings.ToLower(strings.Trim(host, "[]"))
-	return config.IsLoopback(host) || s.hosts[host]
+	return s.hosts[host] || config.IsLoopback(host)
 }
 
 // keyOK says whether a Proxy-Authorization value carries the inbound key.
@@ -371,14 +381,19 @@ func (s *Server) keyOK(got string) bool {
 	return strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare(h[:], s.keyHash) == 1
 }
 
-// requestID is the client's X-Request-Id when it is sane, else a new one.
-func (s *Server) requestID(r *http.Request) string {
-	if v := r.Header.Get("X-Request-Id"); v != "" && len(v) <= 128 && printable(v) {
-		return v
+// requestID is the client's X-Request-Id when it is sane, else a new one
+// (held in buf) that it sets on r; as a one-value field for the answer, that
+// shares the request's (capped, so that an append cannot write into it).
+func (s *Server) requestID(r *http.Request, buf *[1]string) []string {
+	if vals := r.Header["X-Request-Id"]; len(vals) > 0 {
+		if v := vals[0]; v != "" && len(v) <= 128 && printable(v) {
+			return vals[:1:1]
+		}
 	}
-	id := s.newID()
-	r.Header["X-Request-Id"] = []string{id}
-	return id
+	buf[0] = s.newID()
+	ids := buf[:1:1]
+	r.Header["X-Request-Id"] = ids
+	return ids
 }
 
 // newID is a new request ID: the process's random prefix and a counter.
