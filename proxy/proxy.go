@@ -196,9 +196,30 @@ func stateFrom(ctx context.Context) *state {
 }
 
 // ServeHTTP routes one request that the server admitted, picks its subject
-// and forwards it.
+// and forwards it, recording into the access-log entry its context carries
+// (if any).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &state{Context: r.Context(), log: accesslog.From(r.Context()), subject: p.o.DefaultSubject}
+	ctx := r.Context()
+	if e, ok := accesslog.Lookup(ctx); ok {
+		p.serve(w, r, e, ctx)
+		return
+	}
+	e := new(accesslog.Entry)
+	p.serve(w, r, e, e.In(ctx))
+}
+
+// Serve is ServeHTTP for a server that keeps the request's access-log entry
+// e itself: the proxy puts e in the request's context (r's must not carry
+// it yet), in the same step as its own state, which saves the server a copy
+// of the request.
+func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry) {
+	p.serve(w, r, e, e.In(r.Context()))
+}
+
+// serve forwards r; ctx is r's context, carrying e.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry, ctx context.Context) {
+	st := &state{Context: ctx, log: e, subject: p.o.DefaultSubject}
+	r = r.WithContext(st) // the one copy of the request made here
 	switch st.log.Route = Route(r.URL.Path); st.log.Route {
 	case RouteAPI:
 		st.target = p.o.API
@@ -241,7 +262,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			apierr.Drain(w, r)
 		}()
 	}
-	p.rp.ServeHTTP(w, r.WithContext(st))
+	p.rp.ServeHTTP(w, r)
 }
 
 // The routes, by path prefix.

@@ -204,7 +204,10 @@ type exchange struct {
 
 // ServeHTTP admits, routes, logs and counts every request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	var start time.Time
+	if s.log.GetLevel() <= zerolog.InfoLevel {
+		start = time.Now() // for duration_ms; without access lines, no clock read
+	}
 	x := &exchange{rec: recorder{ResponseWriter: w}}
 	rec, entry := &x.rec, &x.entry
 	ids := s.requestID(r, &x.id)
@@ -217,7 +220,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// is read from this connection (request smuggling).
 		w.Header()["Connection"] = []string{"close"}
 	}
-	r = r.WithContext(accesslog.With(r.Context(), entry))
 	s.m.InFlight(1)
 	// The bookkeeping runs even when ReverseProxy aborts the handler with
 	// http.ErrAbortHandler (the client hung up mid-body); the panic then goes
@@ -304,22 +306,27 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entr
 		s.m.Handler().ServeHTTP(w, r)
 		return
 	}
-	if err := proxy.CheckTarget(r); err != nil {
-		e.Route = "other"
-		apierr.Refuse(w, r, err)
+	target := proxy.CheckTarget(r)
+	var guard *apierr.Error
+	if target == nil {
+		guard = s.guard(r)
+	}
+	if target == nil && guard == nil && proxy.Route(path) != "" {
+		s.proxy.Serve(w, r, e) // puts e in the request's context beside its own state
 		return
 	}
-	if err := s.guard(r); err != nil {
+	r = r.WithContext(e.In(r.Context()))
+	switch {
+	case target != nil:
+		e.Route = "other"
+		apierr.Refuse(w, r, target)
+		return
+	case guard != nil:
 		e.Route = "refused"
-		if err.Status == http.StatusProxyAuthRequired {
+		if guard.Status == http.StatusProxyAuthRequired {
 			w.Header().Set("Proxy-Authenticate", `Bearer realm="boxproxy"`)
 		}
-		apierr.Refuse(w, r, err)
-		return
-	}
-	switch {
-	case proxy.Route(path) != "":
-		s.proxy.ServeHTTP(w, r)
+		apierr.Refuse(w, r, guard)
 		return
 	case path == "/auth/login" || path == "/auth/callback":
 		e.Route = "auth"
@@ -381,19 +388,22 @@ func (s *Server) keyOK(got string) bool {
 	return strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare(h[:], s.keyHash) == 1
 }
 
-// requestID is the client's X-Request-Id when it is sane, else a new one
-// (held in buf) that it sets on r; as a one-value field for the answer, that
-// shares the request's (capped, so that an append cannot write into it).
+// requestID is the client's X-Request-Id when it is sane (as a one-value
+// field for the answer, sharing the request's, capped so that an append
+// cannot write into it), else a new one held in buf. Only the client's own
+// ID goes on to Box: Box names each request itself (Box-Request-Id, logged
+// as box_request_id beside request_id), and a new value on every request
+// would cost each HTTP/2 connection's header compression a table eviction
+// per request. An unsafe client value is dropped from the request.
 func (s *Server) requestID(r *http.Request, buf *[1]string) []string {
-	if vals := r.Header["X-Request-Id"]; len(vals) > 0 {
-		if v := vals[0]; v != "" && len(v) <= 128 && printable(v) {
+	if vals, ok := r.Header["X-Request-Id"]; ok {
+		if len(vals) == 1 && vals[0] != "" && len(vals[0]) <= 128 && printable(vals[0]) {
 			return vals[:1:1]
 		}
+		delete(r.Header, "X-Request-Id")
 	}
 	buf[0] = s.newID()
-	ids := buf[:1:1]
-	r.Header["X-Request-Id"] = ids
-	return ids
+	return buf[:1:1]
 }
 
 // newID is a new request ID: the process's random prefix and a counter.
