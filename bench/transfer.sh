@@ -45,6 +45,21 @@ kib_field() { # PID FIELD -> value in KiB from /proc/PID/status
 # reset_hwm PID: VmHWM := current RSS (Linux >= 4.0, needs permission); 0 if done
 reset_hwm() { { echo 5 >"/proc/$1/clear_refs"; } 2>/dev/null; }
 
+# anon_sampler PID OUTFILE: keeps the highest RssAnon (KiB: heap, stacks,
+# buffers; not the program's mapped file pages) seen in OUTFILE, every 20 ms,
+# until killed or PID ends.
+anon_sampler() {
+	local pid=$1 out=$2 max=0 v
+	echo 0 >"$out"
+	while v=$(kib_field "$pid" RssAnon) && [[ -n $v ]]; do
+		if ((v > max)); then
+			max=$v
+			echo "$max" >"$out"
+		fi
+		sleep 0.02
+	done
+}
+
 mib() { awk -v k="$1" 'BEGIN { if (k == "") print "n/a"; else printf "%.1f", k / 1024 }'; }
 
 transfer_bench() {
@@ -65,7 +80,7 @@ transfer_bench() {
 		base[boxproxy]="http://127.0.0.1:$BOXPROXY_PORT"
 	fi
 
-	declare -A speed hwm bare_hwm
+	declare -A speed hwm bare_hwm anon bare_anon
 	local idle_rss="" start_hwm="" per_phase=0 bare_idle=""
 	if [[ -n $BOXPROXY_PID ]]; then
 		idle_rss=$(kib_field "$BOXPROXY_PID" VmRSS)
@@ -77,6 +92,15 @@ transfer_bench() {
 		[[ -n $BOXPROXY_PID ]] && reset_hwm "$BOXPROXY_PID" && per_phase=1
 		[[ -n ${BARE_PID:-} ]] && { reset_hwm "$BARE_PID" || per_phase=0; }
 		declare -A vals=()
+		local samplers=()
+		if [[ -n $BOXPROXY_PID ]]; then
+			anon_sampler "$BOXPROXY_PID" "$BENCH_TMP/anon-boxproxy" &
+			samplers+=($!)
+		fi
+		if [[ -n ${BARE_PID:-} ]]; then
+			anon_sampler "$BARE_PID" "$BENCH_TMP/anon-bare" &
+			samplers+=($!)
+		fi
 		for ((r = 1; r <= rounds; r++)); do # interleaved: direct, nginx, boxproxy, direct, …
 			for t in "${targets[@]}"; do
 				v=$(transfer_one "$kind" "${base[$t]}" "$file" "$n")
@@ -89,8 +113,9 @@ transfer_bench() {
 			speed[$kind,$t]=${v:-fail}
 		done
 		unset vals
-		[[ -n $BOXPROXY_PID ]] && hwm[$kind]=$(kib_field "$BOXPROXY_PID" VmHWM)
-		[[ -n ${BARE_PID:-} ]] && bare_hwm[$kind]=$(kib_field "$BARE_PID" VmHWM)
+		((${#samplers[@]} > 0)) && { kill "${samplers[@]}" 2>/dev/null; wait "${samplers[@]}" 2>/dev/null || true; }
+		[[ -n $BOXPROXY_PID ]] && hwm[$kind]=$(kib_field "$BOXPROXY_PID" VmHWM) && anon[$kind]=$(cat "$BENCH_TMP/anon-boxproxy")
+		[[ -n ${BARE_PID:-} ]] && bare_hwm[$kind]=$(kib_field "$BARE_PID" VmHWM) && bare_anon[$kind]=$(cat "$BENCH_TMP/anon-bare")
 	done
 	rm -f "$file"
 
@@ -99,9 +124,9 @@ transfer_bench() {
 	echo "- $(machine_line); curl, proxies and upstream share these cores; load average at the start: $load${BENCH_AFTER_RPS:+ (raised by the req/s runs just before)}."
 	echo "- upload: \`curl -T\` PUT to /2.0/test/sink (upstream reads and discards); download: GET /2.0/bytes?n=$n. MB/s = 10^6 bytes/s, median of $rounds."
 	echo
-	echo "| transfer | direct MB/s | nginx MB/s | bare MB/s | boxproxy MB/s | boxproxy/direct | bare peak RSS MiB | boxproxy peak RSS MiB | boxproxy/bare peak RSS |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-	local label d x g b ratio rss
+	echo "| transfer | direct MB/s | nginx MB/s | bare MB/s | boxproxy MB/s | boxproxy/direct | bare peak RSS MiB | boxproxy peak RSS MiB | boxproxy/bare peak RSS | bare peak anonymous MiB | boxproxy peak anonymous MiB | boxproxy/bare anonymous |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	local label d x g b ratio rss arss
 	for kind in up down; do
 		[[ $kind == up ]] && label="upload ${size_mib} MiB (PUT)" || label="download ${size_mib} MiB (GET)"
 		d=${speed[$kind,direct]}
@@ -111,7 +136,8 @@ transfer_bench() {
 		ratio=n/a
 		[[ $b =~ ^[0-9]+$ && $d =~ ^[0-9]+$ && $d -gt 0 ]] && ratio=$(awk -v b="$b" -v d="$d" 'BEGIN { printf "%.2f", b / d }')
 		rss=$(awk -v b="${hwm[$kind]:-}" -v g="${bare_hwm[$kind]:-}" 'BEGIN { if (b == "" || g == "" || g == 0) print "n/a"; else printf "%.2f", b / g }')
-		echo "| $label | $d | $x | $g | $b | $ratio | $(mib "${bare_hwm[$kind]:-}") | $(mib "${hwm[$kind]:-}") | $rss |"
+		arss=$(awk -v b="${anon[$kind]:-}" -v g="${bare_anon[$kind]:-}" 'BEGIN { if (b == "" || g == "" || g == 0) print "n/a"; else printf "%.2f", b / g }')
+		echo "| $label | $d | $x | $g | $b | $ratio | $(mib "${bare_hwm[$kind]:-}") | $(mib "${hwm[$kind]:-}") | $rss | $(mib "${bare_anon[$kind]:-}") | $(mib "${anon[$kind]:-}") | $arss |"
 	done
 	echo
 	if [[ -n $BOXPROXY_PID ]]; then
@@ -125,6 +151,7 @@ transfer_bench() {
 		else
 			echo "VmHWM could not be reset between rows, so the download row's peak includes the uploads."
 		fi
+		echo "Peak RSS counts the program's own pages mapped from its file (shared with the page cache; boxproxy's binary is larger: Redis client, Prometheus, CLI); *anonymous* is what the process allocated itself (heap, stacks, buffers), sampled every 20 ms."
 		echo "A proxy that buffered the body would need ≥ ${size_mib} MiB here."
 		boxproxy_log_summary
 	else

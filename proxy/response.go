@@ -26,16 +26,24 @@ const maxRewrite = 1 << 20
 // request ID and points upload-session URLs at the proxy.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateFrom(resp.Request.Context())
-	for _, k := range neverForwarded {
-		delete(resp.Header, k)
-		delete(resp.Trailer, k) // announced trailers
+	// One pass over the few fields an answer has, rather than a delete
+	// (a hash) per name it might have.
+	for k := range resp.Header {
+		if neverForward(k) {
+			delete(resp.Header, k)
+		}
+	}
+	for k := range resp.Trailer { // announced trailers
+		if neverForward(k) {
+			delete(resp.Trailer, k)
+		}
 	}
 	if resp.ContentLength < 0 && resp.Body != nil && resp.Body != http.NoBody {
 		// Trailers arrive at the body's end: filter them then.
 		resp.Body = &trailerFilter{ReadCloser: resp.Body, resp: resp}
 	}
-	if id := resp.Header.Get("Box-Request-Id"); id != "" {
-		st.log.BoxRequestID = id
+	if ids := resp.Header["Box-Request-Id"]; len(ids) > 0 && ids[0] != "" { // net/http canonicalizes Box's names
+		st.log.BoxRequestID = ids[0]
 	}
 	if resp.StatusCode >= 400 && st.log.BoxRequestID == "" && isJSON(resp) && resp.ContentLength > 0 && resp.ContentLength <= 64<<10 {
 		body, err := readBack(resp, 64<<10)

@@ -360,7 +360,7 @@ func (s *Server) guard(r *http.Request) *apierr.Error {
 	// Browsers send no Origin on a cross-site GET (<img>, a link, a form), but
 	// they do send Sec-Fetch-Site. Only the OAuth pages are reached that way
 	// on purpose (Box's page redirects to it), and /auth/login from a link.
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" && !strings.HasPrefix(r.URL.Path, "/auth/") {
+	if site := first(r.Header["Sec-Fetch-Site"]); site != "" && site != "same-origin" && site != "none" && !strings.HasPrefix(r.URL.Path, "/auth/") {
 		return &apierr.Error{Status: http.StatusForbidden, Code: "cross_origin",
 			Message: "cross-site browser requests are refused (Sec-Fetch-Site: " + sanitizeHeader(site) + ")"}
 	}
@@ -410,6 +410,15 @@ func (s *Server) requestID(r *http.Request, buf *[1]string) []string {
 func (s *Server) newID() string {
 	var b [40]byte
 	return string(strconv.AppendUint(append(b[:0], s.idBase...), s.idSeq.Add(1), 10))
+}
+
+// first is a field's first value (Header.Get without canonicalizing a name
+// written canonical already).
+func first(vals []string) string {
+	if len(vals) == 0 {
+		return ""
+	}
+	return vals[0]
 }
 
 func sanitizeHeader(v string) string {
