@@ -165,6 +165,20 @@ main() {
 					for (i = 2; i <= n; i++) { k = a[i]; for (j = i - 1; j > 0 && a[j] > k; j--) a[j+1] = a[j]; a[j+1] = k }
 					return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 				}
+				# The median over rounds of boxproxy/bare within each round
+				# (the two run one after the other, so that both see the
+				# same load), with the lowest and highest.
+				function medratio(f,    n, i, j, k, a, x, y) {
+					n = 0
+					for (i = 1; i <= rounds; i++) if (("bare", i) in val && ("boxproxy", i) in val) {
+						split(val["bare", i], x, " "); split(val["boxproxy", i], y, " ")
+						if (x[f] == "-" || y[f] == "-" || x[f] + 0 <= 0) continue
+						a[++n] = (y[f] + 0) / (x[f] + 0)
+					}
+					if (n == 0) return "n/a"
+					for (i = 2; i <= n; i++) { k = a[i]; for (j = i - 1; j > 0 && a[j] > k; j--) a[j+1] = a[j]; a[j+1] = k }
+					return sprintf("%.2f (%.2f–%.2f)", (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2, a[1], a[n])
+				}
 				NR > 1 && $1 == c { val[$3, $2] = $4 " " $5 " " $7; if ($6 != 0 && $6 != "-") bad[$3] = 1 }
 				function cell(x, fmt, t) { return x == "" ? "n/a" : sprintf(fmt, x) (bad[t] ? " (!)" : "") }
 				END {
@@ -172,8 +186,8 @@ main() {
 					dp = med("direct", 2); np = med("nginx", 2); gp = med("bare", 2); bp = med("boxproxy", 2)
 					dc = med("direct", 3); nc = med("nginx", 3); gc = med("bare", 3); bc = med("boxproxy", 3)
 					ratio = (br != "" && nr > 0) ? sprintf("%.2f", br / nr) : "n/a"
-					bare_r = (br != "" && gr > 0) ? sprintf("%.2f", br / gr) : "n/a"
-					bare_c = (bc != "" && gc > 0) ? sprintf("%.2f", bc / gc) : "n/a"
+					bare_r = medratio(1)
+					bare_c = medratio(3)
 					added = (bp != "" && dp != "") ? sprintf("%+.2f", bp - dp) : "n/a"
 					printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c,
 						cell(dr, "%.0f", "direct"), cell(nr, "%.0f", "nginx"), cell(gr, "%.0f", "bare"), cell(br, "%.0f", "boxproxy"), ratio, bare_r,
@@ -185,7 +199,7 @@ main() {
 		if awk -F, 'NR > 1 && $6 != 0 { bad = 1 } END { exit !bad }' "$csv"; then
 			echo "(!) = some requests failed or were not 2xx in at least one run; see bench/results/raw/."
 		fi
-		echo "CPU µs/req: user + system CPU time the process used during the run (from /proc), divided by the requests wrk completed; for nginx, master and workers. boxproxy/bare: ratios of the medians. It measures cost, not speed, and is steadier than req/s when the cores are shared."
+		echo "CPU µs/req: user + system CPU time the process used during the run (from /proc), divided by the requests wrk completed; for nginx, master and workers. boxproxy/bare: the median over rounds of the ratio within each round (bare and boxproxy run one after the other), lowest–highest in brackets. CPU µs/req measures cost, not speed, and is steadier than req/s when the cores are shared."
 		echo "All rounds: bench/results/latest.csv; raw wrk output: bench/results/raw/."
 	} >"$report"
 	[[ $HAVE_BOXPROXY == 1 ]] && boxproxy_log_summary

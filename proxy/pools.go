@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 )
@@ -23,6 +24,14 @@ type pools struct {
 	template *http.Transport
 	mu       sync.Mutex
 	users    *lru.Cache[string, *http.Transport]
+	// last is the pool used last: most processes serve one user (the
+	// default subject) most of the time, and its look-up then takes no lock.
+	last atomic.Pointer[userPool]
+}
+
+type userPool struct {
+	user string
+	t    *http.Transport
 }
 
 // maxUserPools bounds the Transports kept; the least recently used one's
@@ -32,8 +41,14 @@ type pools struct {
 const maxUserPools = 1024
 
 func newPools(template *http.Transport) *pools {
-	c, _ := lru.NewWithEvict(maxUserPools, func(_ string, t *http.Transport) { t.CloseIdleConnections() })
-	return &pools{template: template, users: c}
+	p := &pools{template: template}
+	p.users, _ = lru.NewWithEvict(maxUserPools, func(_ string, t *http.Transport) {
+		if l := p.last.Load(); l != nil && l.t == t {
+			p.last.CompareAndSwap(l, nil)
+		}
+		t.CloseIdleConnections()
+	})
+	return p
 }
 
 // roundTrip sends req on user's own connections.
@@ -42,7 +57,14 @@ func (p *pools) roundTrip(req *http.Request, user string) (*http.Response, error
 }
 
 func (p *pools) forUser(user string) *http.Transport {
+	if l := p.last.Load(); l != nil && l.user == user {
+		// Its place in the LRU is not renewed while it stays the last one
+		// used: with maxUserPools users kept, a new one may evict it, and
+		// its next request then opens a new connection. Only then.
+		return l.t
+	}
 	if t, ok := p.users.Get(user); ok {
+		p.last.Store(&userPool{user, t})
 		return t
 	}
 	p.mu.Lock()
@@ -52,6 +74,7 @@ func (p *pools) forUser(user string) *http.Transport {
 	}
 	t := p.template.Clone()
 	p.users.Add(user, t)
+	p.last.Store(&userPool{user, t})
 	return t
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -146,5 +147,29 @@ func TestTokenRequestsTakeAConnectionEach(t *testing.T) {
 		if got := len(up.seen); got != 5 {
 			t.Errorf("HTTP/2 %v: %d connections for 5 token requests, want 5", h2, got)
 		}
+	}
+}
+
+func TestPoolsKeepTheMostRecentUsersAndDropTheLeastRecent(t *testing.T) {
+	p := newPools(&http.Transport{})
+	first := p.forUser("user:1")
+	if p.forUser("user:1") != first {
+		t.Fatal("the same user got a second Transport")
+	}
+	for i := 2; i <= maxUserPools; i++ {
+		p.forUser("user:" + strconv.Itoa(i))
+	}
+	if p.forUser("user:1") != first { // renewed: now the most recent
+		t.Fatal("user:1 lost its Transport while fewer than maxUserPools users were kept")
+	}
+	p.forUser("user:new") // evicts the least recent: user:2
+	if p.users.Len() != maxUserPools {
+		t.Fatalf("%d Transports kept, want %d", p.users.Len(), maxUserPools)
+	}
+	if _, ok := p.users.Peek("user:2"); ok {
+		t.Error("the least recently used user's Transport was kept beyond maxUserPools")
+	}
+	if p.forUser("user:1") != first {
+		t.Error("a recently used user's Transport was dropped")
 	}
 }

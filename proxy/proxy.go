@@ -201,24 +201,34 @@ func stateFrom(ctx context.Context) *state {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if e, ok := accesslog.Lookup(ctx); ok {
-		p.serve(w, r, e, ctx)
+		p.serve(w, r, e, ctx, new(Forward))
 		return
 	}
-	e := new(accesslog.Entry)
-	p.serve(w, r, e, e.In(ctx))
+	x := new(struct {
+		e accesslog.Entry
+		f Forward
+	})
+	p.serve(w, r, &x.e, x.e.In(ctx), &x.f)
 }
 
+// Forward is the proxy's record of one request it forwards. Serve takes it
+// from a server that keeps a record per request anyway, so that forwarding
+// allocates nothing of its own for it. Its zero value is ready; it is used
+// for one request.
+type Forward struct{ st state }
+
 // Serve is ServeHTTP for a server that keeps the request's access-log entry
-// e itself: the proxy puts e in the request's context (r's must not carry
-// it yet), in the same step as its own state, which saves the server a copy
-// of the request.
-func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry) {
-	p.serve(w, r, e, e.In(r.Context()))
+// e and f itself: the proxy puts e in the request's context (r's must not
+// carry it yet) in the same step as its own state, which saves the server a
+// copy of the request.
+func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry, f *Forward) {
+	p.serve(w, r, e, e.In(r.Context()), f)
 }
 
 // serve forwards r; ctx is r's context, carrying e.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry, ctx context.Context) {
-	st := &state{Context: ctx, log: e, subject: p.o.DefaultSubject}
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry, ctx context.Context, f *Forward) {
+	st := &f.st
+	*st = state{Context: ctx, log: e, subject: p.o.DefaultSubject}
 	r = r.WithContext(st) // the one copy of the request made here
 	switch st.log.Route = Route(r.URL.Path); st.log.Route {
 	case RouteAPI:

@@ -194,11 +194,12 @@ func (r *recorder) Flush() {
 }
 
 // exchange is what the server keeps of one request while it serves it, in
-// one allocation: the recorder, the access-log record and the X-Request-Id
-// field's value.
+// one allocation: the recorder, the access-log record, the proxy's record
+// and the X-Request-Id field's value.
 type exchange struct {
 	rec   recorder
 	entry accesslog.Entry
+	fwd   proxy.Forward // the proxy's, when it forwards the request
 	id    [1]string
 }
 
@@ -232,7 +233,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(p)
 		}
 	}()
-	s.serve(rec, r, entry)
+	s.serve(rec, r, x)
 }
 
 // finish counts and logs one request.
@@ -290,7 +291,8 @@ func logPath(p string) string {
 // reveal no secret: kubelet and Prometheus reach them by pod IP and without
 // the inbound key), then the request target, then who may call (guard); the
 // proxy then picks the upstream and the subject.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
+	e := &x.entry
 	path := r.URL.Path
 	switch path {
 	case "/healthz":
@@ -312,7 +314,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entr
 		guard = s.guard(r)
 	}
 	if target == nil && guard == nil && proxy.Route(path) != "" {
-		s.proxy.Serve(w, r, e) // puts e in the request's context beside its own state
+		s.proxy.Serve(w, r, e, &x.fwd) // puts e in the request's context beside its own state
 		return
 	}
 	r = r.WithContext(e.In(r.Context()))
