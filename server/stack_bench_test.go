@@ -1,11 +1,14 @@
 package server_test
 
 import (
+	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -22,15 +25,32 @@ import (
 // token: allocs/op of boxproxy minus bare's is what boxproxy's own work
 // allocates per request (the client and the upstream are the same for both).
 func BenchmarkStack(b *testing.B) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b.Run("plain", func(b *testing.B) { benchStack(b, false) })
+	b.Run("https", func(b *testing.B) { benchStack(b, true) }) // HTTP/2, as Box offers
+}
+
+func benchStack(b *testing.B, https bool) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"type":"user","id":"1","name":"bench"}`)
 	}))
+	ca := ""
+	if https {
+		up.EnableHTTP2 = true
+		up.StartTLS()
+		ca = filepath.Join(b.TempDir(), "ca.pem")
+		pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw})
+		if err := os.WriteFile(ca, pemBytes, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	} else {
+		up.Start()
+	}
 	defer up.Close()
 	target, _ := url.Parse(up.URL)
 
 	b.Run("bare", func(b *testing.B) {
-		rt, err := proxy.NewTransport(proxy.TransportOptions{})
+		rt, err := proxy.NewTransport(proxy.TransportOptions{CAFile: ca})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -47,11 +67,15 @@ func BenchmarkStack(b *testing.B) {
 		runStack(b, rp)
 	})
 	b.Run("boxproxy", func(b *testing.B) {
-		cfg, err := config.Load([]string{
+		env := []string{
 			"BOXPROXY_DEVELOPER_TOKEN=benchtoken",
 			"BOXPROXY_API_URL=" + up.URL, "BOXPROXY_UPLOAD_URL=" + up.URL,
 			"BOXPROXY_LOG_LEVEL=warn",
-		})
+		}
+		if ca != "" {
+			env = append(env, "BOXPROXY_UPSTREAM_CA_FILE="+ca)
+		}
+		cfg, err := config.Load(env)
 		if err != nil {
 			b.Fatal(err)
 		}
