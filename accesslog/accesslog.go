@@ -32,8 +32,13 @@ func (e *Entry) Value(k any) any {
 	return e.Context.Value(k)
 }
 
-// In makes e a context: parent plus e.
+// In makes e a context: parent plus e. When parent carries e already, it is
+// returned as it is: e as its own ancestor would make every look-up through
+// it recurse without end.
 func (e *Entry) In(parent context.Context) context.Context {
+	if f, ok := Lookup(parent); ok && f == e {
+		return parent
+	}
 	e.Context = parent
 	return e
 }

@@ -113,7 +113,7 @@ transfer_bench() {
 			speed[$kind,$t]=${v:-fail}
 		done
 		unset vals
-		((${#samplers[@]} > 0)) && { kill "${samplers[@]}" 2>/dev/null; wait "${samplers[@]}" 2>/dev/null || true; }
+		((${#samplers[@]} > 0)) && { kill "${samplers[@]}" 2>/dev/null || true; wait "${samplers[@]}" 2>/dev/null || true; }
 		[[ -n $BOXPROXY_PID ]] && hwm[$kind]=$(kib_field "$BOXPROXY_PID" VmHWM) && anon[$kind]=$(cat "$BENCH_TMP/anon-boxproxy")
 		[[ -n ${BARE_PID:-} ]] && bare_hwm[$kind]=$(kib_field "$BARE_PID" VmHWM) && bare_anon[$kind]=$(cat "$BENCH_TMP/anon-bare")
 	done

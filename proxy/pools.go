@@ -23,15 +23,16 @@ import (
 type pools struct {
 	template *http.Transport
 	mu       sync.Mutex
-	users    *lru.Cache[string, *http.Transport]
+	users    *lru.Cache[string, *userPool]
 	// last is the pool used last: most processes serve one user (the
 	// default subject) most of the time, and its look-up then takes no lock.
 	last atomic.Pointer[userPool]
 }
 
 type userPool struct {
-	user string
-	t    *http.Transport
+	user    string
+	t       *http.Transport
+	evicted atomic.Bool // dropped from users: last must not hand it out
 }
 
 // maxUserPools bounds the Transports kept; the least recently used one's
@@ -42,11 +43,10 @@ const maxUserPools = 1024
 
 func newPools(template *http.Transport) *pools {
 	p := &pools{template: template}
-	p.users, _ = lru.NewWithEvict(maxUserPools, func(_ string, t *http.Transport) {
-		if l := p.last.Load(); l != nil && l.t == t {
-			p.last.CompareAndSwap(l, nil)
-		}
-		t.CloseIdleConnections()
+	p.users, _ = lru.NewWithEvict(maxUserPools, func(_ string, up *userPool) {
+		up.evicted.Store(true)
+		p.last.CompareAndSwap(up, nil)
+		up.t.CloseIdleConnections()
 	})
 	return p
 }
@@ -57,25 +57,25 @@ func (p *pools) roundTrip(req *http.Request, user string) (*http.Response, error
 }
 
 func (p *pools) forUser(user string) *http.Transport {
-	if l := p.last.Load(); l != nil && l.user == user {
+	if l := p.last.Load(); l != nil && l.user == user && !l.evicted.Load() {
 		// Its place in the LRU is not renewed while it stays the last one
 		// used: with maxUserPools users kept, a new one may evict it, and
 		// its next request then opens a new connection. Only then.
 		return l.t
 	}
-	if t, ok := p.users.Get(user); ok {
-		p.last.Store(&userPool{user, t})
-		return t
+	if up, ok := p.users.Get(user); ok {
+		p.last.Store(up)
+		return up.t
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if t, ok := p.users.Get(user); ok {
-		return t
+	if up, ok := p.users.Get(user); ok {
+		return up.t
 	}
-	t := p.template.Clone()
-	p.users.Add(user, t)
-	p.last.Store(&userPool{user, t})
-	return t
+	up := &userPool{user: user, t: p.template.Clone()}
+	p.users.Add(user, up)
+	p.last.Store(up)
+	return up.t
 }
 
 // oneShot sends every request on a connection of its own. The token

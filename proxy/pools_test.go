@@ -173,3 +173,12 @@ func TestPoolsKeepTheMostRecentUsersAndDropTheLeastRecent(t *testing.T) {
 		t.Error("a recently used user's Transport was dropped")
 	}
 }
+
+func TestPoolsNeverHandOutADroppedTransport(t *testing.T) {
+	p := newPools(&http.Transport{})
+	first := p.forUser("user:1") // now the last one used
+	p.users.Remove("user:1")     // as an eviction does: its idle connections are closed
+	if p.forUser("user:1") == first {
+		t.Fatal("a Transport dropped from the pools was handed out again")
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/boxproxy/boxproxy/accesslog"
 	"github.com/boxproxy/boxproxy/auth"
 )
 
@@ -187,4 +188,23 @@ func BenchmarkProxyLoopback(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(conns.Load()), "upstream-conns")
+}
+
+// A server that already put the access-log entry in the request's context
+// and then hands it to Serve must not make the entry its own ancestor (every
+// look-up through it would recurse until the process dies).
+func TestServeWithItsEntryAlreadyInTheContext(t *testing.T) {
+	p := newTestProxy(t, "http://upstream.invalid", cannedTransport{})
+	var e accesslog.Entry
+	var f Forward
+	r := httptest.NewRequest("GET", "/2.0/users/me", nil)
+	r = r.WithContext(e.In(r.Context()))
+	w := httptest.NewRecorder()
+	p.Serve(w, r, &e, &f)
+	if w.Code != 200 || e.Route != RouteAPI || e.Attempts != 1 {
+		t.Fatalf("status %d, route %q, attempts %d; want 200 through the api route in one attempt", w.Code, e.Route, e.Attempts)
+	}
+	if e.Value(struct{}{}) != nil {
+		t.Fatal("a look-up of a key nobody set found something")
+	}
 }
