@@ -30,13 +30,19 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECONDS_PER_ROUND:-5}
 CONNS=${CONNS:-4}
 
-install_valgrind() {
-	command -v valgrind >/dev/null && command -v callgrind_control >/dev/null && return 0
-	[[ ${BENCH_NO_INSTALL:-0} == 1 ]] && die "valgrind is missing (BENCH_NO_INSTALL=1)"
-	command -v apt-get >/dev/null || die "valgrind is missing; install it and rerun"
-	log "installing valgrind with apt-get"
+# install_tools: valgrind, wrk and curl from the distribution's packages when
+# they are missing (nginx, which run.sh also uses, is not needed here).
+install_tools() {
+	local need=()
+	command -v callgrind_control >/dev/null || need+=(valgrind)
+	command -v wrk >/dev/null || need+=(wrk)
+	command -v curl >/dev/null || need+=(curl)
+	[[ ${#need[@]} -eq 0 ]] && return 0
+	[[ ${BENCH_NO_INSTALL:-0} == 1 ]] && die "missing: ${need[*]} (BENCH_NO_INSTALL=1)"
+	command -v apt-get >/dev/null || die "missing: ${need[*]}; install them and rerun"
+	log "installing ${need[*]} with apt-get"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind >/dev/null
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
 # under_callgrind NAME PORT CMD... : starts CMD under callgrind (dumps to
@@ -84,8 +90,7 @@ CG_ENV=()
 
 main() {
 	bench_init
-	bench_install_tools
-	install_valgrind
+	install_tools
 	bench_build
 	[[ $HAVE_BOXPROXY == 1 ]] || die "boxproxy does not build"
 	start_upstream
