@@ -37,12 +37,7 @@ install_tools() {
 	command -v callgrind_control >/dev/null || need+=(valgrind)
 	command -v wrk >/dev/null || need+=(wrk)
 	command -v curl >/dev/null || need+=(curl)
-	[[ ${#need[@]} -eq 0 ]] && return 0
-	[[ ${BENCH_NO_INSTALL:-0} == 1 ]] && die "missing: ${need[*]} (BENCH_NO_INSTALL=1)"
-	command -v apt-get >/dev/null || die "missing: ${need[*]}; install them and rerun"
-	log "installing ${need[*]} with apt-get"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	[[ ${#need[@]} -eq 0 ]] || bench_apt_install "${need[@]}"
 }
 
 # under_callgrind NAME PORT CMD... : starts CMD under callgrind (dumps to

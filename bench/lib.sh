@@ -85,6 +85,16 @@ find_nginx() {
 	[[ -n $NGINX_BIN ]]
 }
 
+# bench_apt_install PKG...: installs Debian packages (root or sudo), or fails
+# saying what is missing when it may not (BENCH_NO_INSTALL=1, no apt-get).
+bench_apt_install() {
+	[[ ${BENCH_NO_INSTALL:-0} == 1 ]] && die "missing: $* (BENCH_NO_INSTALL=1)"
+	command -v apt-get >/dev/null || die "missing: $*; install them and rerun"
+	log "installing $* with apt-get"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # Installs nginx (nginx-light, else nginx) and wrk from the distribution's
 # packages when they are missing. Set BENCH_NO_INSTALL=1 to forbid this.
 bench_install_tools() {
@@ -93,9 +103,6 @@ bench_install_tools() {
 	command -v wrk >/dev/null || need+=(wrk)
 	command -v curl >/dev/null || need+=(curl)
 	[[ ${#need[@]} -eq 0 ]] && return 0
-	[[ ${BENCH_NO_INSTALL:-0} == 1 ]] && die "missing: ${need[*]} (BENCH_NO_INSTALL=1)"
-	command -v apt-get >/dev/null || die "missing: ${need[*]}; install them (nginx, wrk, curl) and rerun"
-	log "installing ${need[*]} with apt-get"
 	local pkgs=() p
 	for p in "${need[@]}"; do
 		case $p in
@@ -103,10 +110,8 @@ bench_install_tools() {
 		*) pkgs+=("$p") ;;
 		esac
 	done
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-	if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null; then
-		pkgs=("${pkgs[@]/nginx-light/nginx}")
-		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+	if ! (bench_apt_install "${pkgs[@]}"); then
+		bench_apt_install "${pkgs[@]/nginx-light/nginx}"
 	fi
 	find_nginx || die "nginx still missing after install"
 	command -v wrk >/dev/null || die "wrk still missing after install"

@@ -5,15 +5,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
 
+	"github.com/boxproxy/boxproxy/bench/baseline"
 	"github.com/boxproxy/boxproxy/config"
 	"github.com/boxproxy/boxproxy/proxy"
 	"github.com/boxproxy/boxproxy/server"
@@ -54,17 +53,7 @@ func benchStack(b *testing.B, https bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		auth := []string{"Bearer benchtoken"}
-		pool := sync.Pool{New: func() any { return new([32 << 10]byte) }}
-		rp := &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(target)
-				pr.Out.Header["Authorization"] = auth
-			},
-			Transport:  rt,
-			BufferPool: arrayPool{&pool},
-		}
-		runStack(b, rp)
+		runStack(b, baseline.New(target, "benchtoken", rt))
 	})
 	b.Run("boxproxy", func(b *testing.B) {
 		env := []string{
@@ -86,11 +75,6 @@ func benchStack(b *testing.B, https bool) {
 		runStack(b, s)
 	})
 }
-
-type arrayPool struct{ p *sync.Pool }
-
-func (a arrayPool) Get() []byte  { return a.p.Get().(*[32 << 10]byte)[:] }
-func (a arrayPool) Put(b []byte) { a.p.Put((*[32 << 10]byte)(b)) }
 
 func runStack(b *testing.B, h http.Handler) {
 	front := httptest.NewServer(h)
