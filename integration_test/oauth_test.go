@@ -307,8 +307,14 @@ func TestOAuthCallbackWithBadStateOrDenialChangesNothing(t *testing.T) {
 	otherCB := other.startLogin(p.URL, box)
 	check("another browser's state", br, otherCB, http.StatusBadRequest, "not started in this browser")
 	// Markup in the parameters is escaped.
-	check("markup", br, p.URL+"/auth/callback?error=%3Cscript%3Ex%3C%2Fscript%3E&error_description=%3Cb%3Ehi", http.StatusBadRequest,
-		"&lt;script&gt;", "&lt;b&gt;hi")
+	markupURL := p.URL + "/auth/callback?error=%3Cscript%3Ex%3C%2Fscript%3E&error_description=%3Cb%3Ehi%22%27%26"
+	check("markup", br, markupURL, http.StatusBadRequest, "&lt;script&gt;", "&lt;b&gt;hi&#34;&#39;&amp;")
+	_, markup := br.get(markupURL)
+	for _, raw := range []string{"<script>", "<b>", `hi"`} {
+		if strings.Contains(markup, raw) {
+			t.Errorf("markup page holds %q unescaped:\n%s", raw, markup)
+		}
+	}
 	// The user denies access at Box.
 	box.SetDenyLogin(true)
 	denied := br.startLogin(p.URL, box)

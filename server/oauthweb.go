@@ -7,7 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"html/template"
+	"html"
 	"io"
 	"net"
 	"net/http"
@@ -421,7 +421,8 @@ func (h *oauthWeb) bad(w http.ResponseWriter, title, text string) {
 }
 
 // page is one of the HTML pages of the flow. Every field is escaped by
-// html/template; none ever holds a token or the code.
+// html.EscapeString when the page is written; none ever holds a token or the
+// code.
 type page struct {
 	OK    bool
 	Title string
@@ -430,22 +431,51 @@ type page struct {
 	Login string
 }
 
-var pageTemplate = template.Must(template.New("page").Parse(`<!DOCTYPE html>
+// The page is built from these parts and escaped fields, not with
+// html/template: that package calls reflect's MethodByName, and a binary that
+// can reach it keeps every exported method of every type (the Redis client's
+// hundreds of commands among them): 11 MiB more executable and about 3 MiB
+// more resident memory, for five escaped strings.
+const (
+	pageHead = `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>boxproxy: {{.Title}}</title>
+<title>boxproxy: `
+	pageStyle = `</title>
 <style>body{font-family:system-ui,sans-serif;max-width:42em;margin:3em auto;padding:0 1em;line-height:1.5}h1{font-size:1.4em}.ok{color:#0a6b2d}.err{color:#a4121b}</style>
 </head><body>
-<h1 class="{{if .OK}}ok{{else}}err{{end}}">{{.Title}}</h1>
-{{range .Text}}<p>{{.}}</p>
-{{end}}{{if .Again}}<p><a href="{{.Login}}">Start a new login</a></p>
-{{end}}</body></html>
-`))
+`
+	pageEnd = "</body></html>\n"
+)
+
+// render writes the page as HTML.
+func (p page) render(w io.Writer) error {
+	var b strings.Builder
+	b.WriteString(pageHead)
+	b.WriteString(html.EscapeString(p.Title))
+	b.WriteString(pageStyle)
+	if p.OK {
+		b.WriteString(`<h1 class="ok">`)
+	} else {
+		b.WriteString(`<h1 class="err">`)
+	}
+	b.WriteString(html.EscapeString(p.Title))
+	b.WriteString("</h1>\n")
+	for _, t := range p.Text {
+		b.WriteString("<p>" + html.EscapeString(t) + "</p>\n")
+	}
+	if p.Again {
+		b.WriteString(`<p><a href="` + html.EscapeString(p.Login) + `">Start a new login</a></p>` + "\n")
+	}
+	b.WriteString(pageEnd)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
 
 func (h *oauthWeb) page(w http.ResponseWriter, status int, p page) {
 	p.Login = h.s.PublicURL("/auth/login")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	_ = pageTemplate.Execute(w, p)
+	_ = p.render(w)
 }
 
 // clip keeps printable characters of a value from the query, cut to n bytes.
