@@ -170,6 +170,7 @@ func CertPool(file string) (*x509.CertPool, error) {
 // server answers a client's own Expect itself.
 type state struct {
 	context.Context
+	w        http.ResponseWriter // the client's answer, for modifyResponse
 	log      *accesslog.Entry
 	target   *url.URL
 	subject  auth.Subject
@@ -228,7 +229,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry
 // serve forwards r; ctx is r's context, carrying e.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry, ctx context.Context, f *Forward) {
 	st := &f.st
-	*st = state{Context: ctx, log: e, subject: p.o.DefaultSubject}
+	*st = state{Context: ctx, w: w, log: e, subject: p.o.DefaultSubject}
 	r = r.WithContext(st) // the one copy of the request made here
 	switch st.log.Route = Route(r.URL.Path); st.log.Route {
 	case RouteAPI:

@@ -208,3 +208,46 @@ func TestServeWithItsEntryAlreadyInTheContext(t *testing.T) {
 		t.Fatal("a look-up of a key nobody set found something")
 	}
 }
+
+// The answer's fields reach the client as Box sent them, after the ones the
+// answer already had (the server's X-Request-Id), less the never-forwarded
+// ones; and the fields already there are not written into.
+func TestAnswerFieldsReachTheClientAsBoxSentThem(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["Vary"] = []string{"Accept", "Origin"}
+		h["X-Request-Id"] = []string{"box-own-id"}
+		h["Box-Request-Id"] = []string{"b123"}
+		h["Set-Cookie"] = []string{"session=box"}
+		h["Content-Type"] = []string{"application/json"}
+		_, _ = io.WriteString(w, `{"type":"user"}`)
+	}))
+	defer up.Close()
+	p := newTestProxy(t, up.URL, nil)
+	for i := 0; i < 3; i++ { // the Transport's pooled connection, too
+		w := httptest.NewRecorder()
+		ours := make([]string, 1, 4) // room to append into, which must not be used
+		ours[0] = "proxy-id"
+		w.Header()["X-Request-Id"] = ours
+		p.ServeHTTP(w, httptest.NewRequest("GET", "/2.0/users/me", nil))
+		got := w.Result().Header
+		if w.Code != 200 || w.Body.String() != `{"type":"user"}` {
+			t.Fatalf("%d %q", w.Code, w.Body.String())
+		}
+		want := map[string][]string{
+			"Vary": {"Accept", "Origin"}, "X-Request-Id": {"proxy-id", "box-own-id"}, "Box-Request-Id": {"b123"},
+			"Content-Type": {"application/json"}, "Content-Length": {"15"},
+		}
+		for k, v := range want {
+			if strings.Join(got[k], "|") != strings.Join(v, "|") {
+				t.Errorf("%s: %q, want %q", k, got[k], v)
+			}
+		}
+		if _, ok := got["Set-Cookie"]; ok {
+			t.Errorf("Set-Cookie reached the client: %q", got["Set-Cookie"])
+		}
+		if ours[:2][1] != "" {
+			t.Errorf("Box's field was written into the answer's own array: %q", ours[:2])
+		}
+	}
+}

@@ -26,13 +26,6 @@ const maxRewrite = 1 << 20
 // request ID and points upload-session URLs at the proxy.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateFrom(resp.Request.Context())
-	// One pass over the few fields an answer has, rather than a delete
-	// (a hash) per name it might have.
-	for k := range resp.Header {
-		if neverForward(k) {
-			delete(resp.Header, k)
-		}
-	}
 	for k := range resp.Trailer { // announced trailers
 		if neverForward(k) {
 			delete(resp.Trailer, k)
@@ -57,9 +50,39 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		}
 	}
 	if strings.Contains(resp.Request.URL.Path, "/upload_sessions") && isJSON(resp) {
-		return p.rewriteSessionURLs(resp)
+		if err := p.rewriteSessionURLs(resp); err != nil {
+			return err
+		}
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols { // ReverseProxy refuses those itself, reading their fields
+		deliver(st.w.Header(), resp.Header)
 	}
 	return nil
+}
+
+// deliver moves the answer's fields, less those never forwarded, onto the
+// client's answer, in one pass over the few an answer has. ReverseProxy
+// would otherwise copy them there itself, next, with a new slice for every
+// field (Box's answers have a dozen); the slices of Box's answer are read
+// once and written by no one, so they can simply change hands. What is
+// already there (X-Request-Id) stays first, as with ReverseProxy's copy.
+// src is left empty, so ReverseProxy copies nothing; that it then does not
+// see the answer's Content-Type only matters for text/event-stream with a
+// Content-Length, which it would flush at once rather than at the end (an
+// answer without a length, the way event streams are sent, it always
+// flushes at once).
+func deliver(dst, src http.Header) {
+	for k, vv := range src {
+		if neverForward(k) {
+			continue
+		}
+		if old, ok := dst[k]; ok {
+			dst[k] = append(old[:len(old):len(old)], vv...) // never into old's array
+		} else {
+			dst[k] = vv
+		}
+	}
+	clear(src)
 }
 
 // sessionURL matches an absolute URL of an upload session, with or without
