@@ -25,18 +25,21 @@ import (
 // such, so that large ones can be downloaded again without being kept.
 const patternPeriod = 251
 
-var patBuf = func() []byte {
+// patBuf is the pattern's first 64 KiB and a period, made on first use:
+// boxproxy links the stand-in for demo, and every other process would
+// otherwise hold it too.
+var patBuf = sync.OnceValue(func() []byte {
 	p := make([]byte, 64<<10+patternPeriod)
 	for i := range p {
 		p[i] = byte(i % patternPeriod)
 	}
 	return p
-}()
+})
 
 func fillPattern(off int64, p []byte) {
 	for len(p) > 0 {
 		s := int(off % patternPeriod)
-		n := copy(p, patBuf[s:s+min(len(p), 64<<10)])
+		n := copy(p, patBuf()[s:s+min(len(p), 64<<10)])
 		p = p[n:]
 		off += int64(n)
 	}
@@ -46,7 +49,7 @@ func matchesPattern(off int64, p []byte) bool {
 	for len(p) > 0 {
 		s := int(off % patternPeriod)
 		n := min(len(p), 64<<10)
-		if !bytes.Equal(p[:n], patBuf[s:s+n]) {
+		if !bytes.Equal(p[:n], patBuf()[s:s+n]) {
 			return false
 		}
 		p = p[n:]
