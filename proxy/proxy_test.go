@@ -251,3 +251,67 @@ func TestAnswerFieldsReachTheClientAsBoxSentThem(t *testing.T) {
 		}
 	}
 }
+
+// An event stream is flushed as it comes, even with a Content-Length: the
+// client reads the first event while Box keeps the stream open.
+func TestEventStreamWithALengthIsFlushedAtOnce(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "Text/Event-Stream; charset=utf-8")
+		w.Header().Set("Content-Length", "20")
+		w.Header().Set("Set-Cookie", "s=box")
+		_, _ = io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		<-release
+		_, _ = io.WriteString(w, "data: 2")
+	}))
+	defer up.Close()
+	front := httptest.NewServer(newTestProxy(t, up.URL, nil))
+	defer front.Close()
+	defer close(release)
+	type answer struct {
+		first  string
+		cookie []string
+		err    error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(front.URL + "/2.0/events")
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b := make([]byte, 13)
+		_, err = io.ReadFull(resp.Body, b)
+		got <- answer{string(b), resp.Header["Set-Cookie"], err}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil || a.first != "data: first\n\n" || a.cookie != nil {
+			t.Fatalf("first event %q, Set-Cookie %q, error %v", a.first, a.cookie, a.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first event did not reach the client while Box kept the stream open")
+	}
+}
+
+// A HEAD answer about an upload session keeps Box's Content-Length: there
+// is no body to rewrite.
+func TestUploadSessionHeadKeepsBoxsLength(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "123")
+	}))
+	defer up.Close()
+	front := httptest.NewServer(newTestProxy(t, up.URL, nil))
+	defer front.Close()
+	resp, err := http.Head(front.URL + "/api/2.0/files/upload_sessions/S1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Length") != "123" {
+		t.Fatalf("HEAD: %d, Content-Length %q, want 200 and Box's 123", resp.StatusCode, resp.Header.Get("Content-Length"))
+	}
+}

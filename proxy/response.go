@@ -49,15 +49,40 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 			}
 		}
 	}
-	if strings.Contains(resp.Request.URL.Path, "/upload_sessions") && isJSON(resp) {
+	if strings.Contains(resp.Request.URL.Path, "/upload_sessions") && hasBody(resp) && isJSON(resp) {
 		if err := p.rewriteSessionURLs(resp); err != nil {
 			return err
 		}
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols { // ReverseProxy refuses those itself, reading their fields
+	switch {
+	case resp.StatusCode == http.StatusSwitchingProtocols, isEventStream(first(resp.Header["Content-Type"])):
+		// ReverseProxy reads these answers' fields: it refuses a protocol
+		// switch, and flushes an event stream as it comes. It copies them.
+		for k := range resp.Header {
+			if neverForward(k) {
+				delete(resp.Header, k)
+			}
+		}
+	default:
 		deliver(st.w.Header(), resp.Header)
 	}
 	return nil
+}
+
+// isEventStream says whether a Content-Type is text/event-stream, without
+// the allocation of mime.ParseMediaType.
+func isEventStream(ct string) bool {
+	ct = strings.TrimLeft(ct, " \t")
+	const es = "text/event-stream"
+	return len(ct) >= len(es) && strings.EqualFold(ct[:len(es)], es) && (len(ct) == len(es) || ct[len(es)] == ';' || ct[len(es)] == ' ' || ct[len(es)] == '\t')
+}
+
+// first is a field's first value.
+func first(vals []string) string {
+	if len(vals) == 0 {
+		return ""
+	}
+	return vals[0]
 }
 
 // deliver moves the answer's fields, less those never forwarded, onto the
@@ -66,11 +91,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 // field (Box's answers have a dozen); the slices of Box's answer are read
 // once and written by no one, so they can simply change hands. What is
 // already there (X-Request-Id) stays first, as with ReverseProxy's copy.
-// src is left empty, so ReverseProxy copies nothing; that it then does not
-// see the answer's Content-Type only matters for text/event-stream with a
-// Content-Length, which it would flush at once rather than at the end (an
-// answer without a length, the way event streams are sent, it always
-// flushes at once).
+// src is left empty, so ReverseProxy copies nothing.
 func deliver(dst, src http.Header) {
 	for k, vv := range src {
 		if neverForward(k) {
@@ -135,6 +156,12 @@ func readBack(resp *http.Response, limit int64) ([]byte, error) {
 	_ = orig.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return body, nil
+}
+
+// hasBody says whether an answer can carry a body: not one to HEAD, nor a
+// 204 or 304 (whose Content-Length, if any, describes another answer).
+func hasBody(resp *http.Response) bool {
+	return resp.Request.Method != http.MethodHead && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
 }
 
 func isJSON(resp *http.Response) bool {
