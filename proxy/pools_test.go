@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,5 +181,61 @@ func TestPoolsNeverHandOutADroppedTransport(t *testing.T) {
 	p.users.Remove("user:1")     // as an eviction does: its idle connections are closed
 	if p.forUser("user:1") == first {
 		t.Fatal("a Transport dropped from the pools was handed out again")
+	}
+}
+
+// Box's answer fields change hands onto the client's answer (deliver): over
+// HTTP/1.1 and HTTP/2, with many users at once, every answer carries the
+// fields of its own user's answer and no other's.
+func TestAnswerFieldsStayWithTheirUser(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			u := r.Header.Get("As-User")
+			w.Header()["X-User"] = []string{u, "again-" + u}
+			w.Header()["Box-Request-Id"] = []string{"req-" + u}
+			w.Header()["Vary"] = []string{"As-User"}
+			_, _ = io.WriteString(w, `{"id":"`+u+`"}`)
+		}))
+		rt, err := NewTransport(TransportOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h2 {
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			rt.TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+		} else {
+			srv.Start()
+		}
+		front := httptest.NewServer(poolsProxy(t, srv.URL, rt))
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+		var wg sync.WaitGroup
+		for i := range 8 {
+			user := strconv.Itoa(101 + i)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 30 {
+					req, _ := http.NewRequest(http.MethodGet, front.URL+"/2.0/users/me", nil)
+					req.Header.Set("As-User", user)
+					resp, err := client.Do(req)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					body, _ := io.ReadAll(resp.Body)
+					_ = resp.Body.Close()
+					h := resp.Header
+					if got := strings.Join(h["X-User"], ","); got != user+",again-"+user || h.Get("Box-Request-Id") != "req-"+user ||
+						h.Get("Vary") != "As-User" || string(body) != `{"id":"`+user+`"}` {
+						t.Errorf("HTTP/2 %v, user %s got X-User %q, Box-Request-Id %q, Vary %q, body %s", h2, user, got, h.Get("Box-Request-Id"), h["Vary"], body)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		front.Close()
+		srv.Close()
 	}
 }
