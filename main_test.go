@@ -14,9 +14,6 @@ import (
 // 3 MiB more of it resident in every replica. This test names the callers
 // from the linker's own dependency graph.
 func TestNothingDefeatsTheLinkersDeadMethodElimination(t *testing.T) {
-	if testing.Short() {
-		t.Skip("links the program; not in -short")
-	}
 	out, err := exec.Command("go", "build", "-buildvcs=false", "-o", t.TempDir()+"/boxproxy", "-ldflags=-dumpdep", ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build -ldflags=-dumpdep: %v\n%s", err, out)

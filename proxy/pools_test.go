@@ -123,18 +123,7 @@ func TestHTTP2ConnectionsAreNotSharedEither(t *testing.T) {
 func TestTokenRequestsTakeAConnectionEach(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		up := &usersPerConn{seen: map[string]map[string]bool{}, proto: map[string]bool{}}
-		srv := httptest.NewUnstartedServer(up)
-		rt, err := NewTransport(TransportOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h2 {
-			srv.EnableHTTP2 = true
-			srv.StartTLS()
-			rt.TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
-		} else {
-			srv.Start()
-		}
+		srv, rt := startUpstream(t, up, h2)
 		c := &http.Client{Transport: OneRequestPerConnection(rt)}
 		for range 5 {
 			resp, err := c.Post(srv.URL+"/oauth2/token", "application/x-www-form-urlencoded", nil)
@@ -189,24 +178,13 @@ func TestPoolsNeverHandOutADroppedTransport(t *testing.T) {
 // fields of its own user's answer and no other's.
 func TestAnswerFieldsStayWithTheirUser(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
-		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv, rt := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			u := r.Header.Get("As-User")
 			w.Header()["X-User"] = []string{u, "again-" + u}
 			w.Header()["Box-Request-Id"] = []string{"req-" + u}
 			w.Header()["Vary"] = []string{"As-User"}
 			_, _ = io.WriteString(w, `{"id":"`+u+`"}`)
-		}))
-		rt, err := NewTransport(TransportOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h2 {
-			srv.EnableHTTP2 = true
-			srv.StartTLS()
-			rt.TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
-		} else {
-			srv.Start()
-		}
+		}), h2)
 		front := httptest.NewServer(poolsProxy(t, srv.URL, rt))
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 		var wg sync.WaitGroup
@@ -238,4 +216,23 @@ func TestAnswerFieldsStayWithTheirUser(t *testing.T) {
 		front.Close()
 		srv.Close()
 	}
+}
+
+// startUpstream starts h as a plain HTTP upstream, or over TLS offering
+// HTTP/2, and returns it with boxproxy's Transport set to trust it.
+func startUpstream(t *testing.T, h http.Handler, h2 bool) (*httptest.Server, *http.Transport) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	rt, err := NewTransport(TransportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h2 {
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+		rt.TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+	} else {
+		srv.Start()
+	}
+	return srv, rt
 }

@@ -55,7 +55,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		}
 	}
 	switch {
-	case resp.StatusCode == http.StatusSwitchingProtocols, isEventStream(first(resp.Header["Content-Type"])):
+	case resp.StatusCode == http.StatusSwitchingProtocols, isEventStream(resp.Header.Get("Content-Type")):
 		// ReverseProxy reads these answers' fields: it refuses a protocol
 		// switch, and flushes an event stream as it comes. It copies them.
 		for k := range resp.Header {
@@ -75,14 +75,6 @@ func isEventStream(ct string) bool {
 	ct = strings.TrimLeft(ct, " \t")
 	const es = "text/event-stream"
 	return len(ct) >= len(es) && strings.EqualFold(ct[:len(es)], es) && (len(ct) == len(es) || ct[len(es)] == ';' || ct[len(es)] == ' ' || ct[len(es)] == '\t')
-}
-
-// first is a field's first value.
-func first(vals []string) string {
-	if len(vals) == 0 {
-		return ""
-	}
-	return vals[0]
 }
 
 // deliver moves the answer's fields, less those never forwarded, onto the
