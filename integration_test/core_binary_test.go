@@ -247,3 +247,28 @@ func TestBinaryStreams200MiBUploadWithPeakRSSUnder100MiB(t *testing.T) {
 		t.Errorf("the proxy's peak RSS was %.1f MiB during a 200 MiB upload, want under 100 MiB", float64(peak)/(1<<20))
 	}
 }
+
+// The binary paces its garbage collector at GOGC=150 unless the operator set
+// GOGC (main.go, README "Performance"); /metrics shows the pacing the Go
+// runtime uses.
+func TestBinaryPacesItsCollectorAt150UnlessGOGCIsSet(t *testing.T) {
+	t.Parallel()
+	box := startBox(t)
+	for _, c := range []struct {
+		env  []string
+		want float64
+	}{
+		{nil, 150},
+		{[]string{"GOGC=80"}, 80},
+		{[]string{"GOGC=100"}, 100},
+	} {
+		bp := startBinary(t, box, append(ccgEnv(box), c.env...)...)
+		m := opsScrape(t, bp.URL)
+		if !m.has("go_gc_gogc_percent") {
+			t.Fatalf("/metrics has no go_gc_gogc_percent")
+		}
+		if got := m.get("go_gc_gogc_percent"); got != c.want {
+			t.Errorf("environment %q: go_gc_gogc_percent %v, want %v", c.env, got, c.want)
+		}
+	}
+}
