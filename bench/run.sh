@@ -27,6 +27,9 @@
 #   UPSTREAM_TLS=1      the upstream speaks HTTPS with HTTP/2 offered, as Box does
 #                       (nginx: proxy_pass https with verification; boxproxy, bare: SSL_CERT_FILE)
 #   BOXPROXY_BIN=       measure this boxproxy binary instead of building one
+#   GOGC=               Go's own variable, for every Go process here: GOGC=100 compares
+#                       boxproxy and bare at the same collector pacing (unset, boxproxy
+#                       paces its collector at 150 and the others at Go's default 100)
 #   BENCH_NO_INSTALL=1  never call apt-get
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -143,7 +146,7 @@ main() {
 		echo "- load average when the run started: $LOAD_AT_START (1, 5, 15 min); well above 0 means other work competed for the cores too."
 		echo "- wrk, the proxies and the upstream all run on this machine and share these $(nproc) cores, so absolute numbers understate what a dedicated host does; compare columns, not machines."
 		echo "- wrk ${DURATION}s per run, threads min(${WRK_THREADS}, connections), ${ROUNDS} interleaved round(s) (direct, nginx, bare, boxproxy), median shown."
-		echo "- nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'): ${NGINX_WORKERS:-1} worker, upstream keepalive 64, HTTP/1.1, injects Authorization. bare (bench/bare): one httputil.ReverseProxy that only sets a fixed Authorization, on boxproxy's http.Transport (proxy.NewTransport), pooled copy buffers, same GOMAXPROCS; boxproxy/bare is the cost of boxproxy's own work. boxproxy: token method, GOMAXPROCS=${BOXPROXY_PROCS:-default ($(nproc))}, log level warn. Upstream: bench/upstream (Go), $([[ $UPSTREAM_TLS == 1 ]] && echo "HTTPS with HTTP/2 offered (nginx uses HTTP/1.1 over TLS with kept-alive connections, bare and boxproxy HTTP/2; wrk's direct runs use TLS too)" || echo "plain HTTP"), GOMAXPROCS=${UPSTREAM_PROCS:-default ($(nproc))}."
+		echo "- nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'): ${NGINX_WORKERS:-1} worker, upstream keepalive 64, HTTP/1.1, injects Authorization. bare (bench/bare): one httputil.ReverseProxy that only sets a fixed Authorization, on boxproxy's http.Transport (proxy.NewTransport), pooled copy buffers, same GOMAXPROCS; boxproxy/bare is the cost of boxproxy's own work. boxproxy: token method, GOMAXPROCS=${BOXPROXY_PROCS:-default ($(nproc))}, log level warn. Collector pacing: $([[ -n ${GOGC+x} ]] && echo "GOGC=$GOGC for every Go process here" || echo "Go's default (GOGC=100) for bare and the upstream, boxproxy's own (150) for boxproxy"). Upstream: bench/upstream (Go), $([[ $UPSTREAM_TLS == 1 ]] && echo "HTTPS with HTTP/2 offered (nginx uses HTTP/1.1 over TLS with kept-alive connections, bare and boxproxy HTTP/2; wrk's direct runs use TLS too)" || echo "plain HTTP"), GOMAXPROCS=${UPSTREAM_PROCS:-default ($(nproc))}."
 		if [[ $HAVE_BOXPROXY == 1 ]]; then
 			local ver
 			ver=$(BOXPROXY_LISTEN=127.0.0.1:0 timeout -k 1 5 "$BOXPROXY_EXE" version 2>/dev/null | head -n1 || true)
