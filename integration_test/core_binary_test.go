@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"mime/multipart"
 	"net/http"
 	"strings"
@@ -249,26 +250,33 @@ func TestBinaryStreams200MiBUploadWithPeakRSSUnder100MiB(t *testing.T) {
 }
 
 // The binary paces its garbage collector at GOGC=150 unless the operator set
-// GOGC (main.go, README "Performance"); /metrics shows the pacing the Go
-// runtime uses.
+// GOGC (main.go, README "Operations"); an empty GOGC (a templated manifest's
+// "") counts as unset. /metrics shows the pacing the Go runtime uses.
 func TestBinaryPacesItsCollectorAt150UnlessGOGCIsSet(t *testing.T) {
 	t.Parallel()
 	box := startBox(t)
+	const noLimit = float64(math.MaxInt64) // what Go reports without GOMEMLIMIT
 	for _, c := range []struct {
-		env  []string
-		want float64
+		env       []string
+		want      float64
+		wantLimit float64
 	}{
-		{nil, 150},
-		{[]string{"GOGC=80"}, 80},
-		{[]string{"GOGC=100"}, 100},
+		{nil, 150, noLimit},
+		{[]string{"GOGC="}, 150, noLimit},
+		{[]string{"GOGC=80"}, 80, noLimit},
+		{[]string{"GOGC=100"}, 100, noLimit},
+		{[]string{"GOMEMLIMIT=50MiB"}, 150, 50 << 20},
 	} {
 		bp := startBinary(t, box, append(ccgEnv(box), c.env...)...)
 		m := opsScrape(t, bp.URL)
-		if !m.has("go_gc_gogc_percent") {
-			t.Fatalf("/metrics has no go_gc_gogc_percent")
+		if !m.has("go_gc_gogc_percent") || !m.has("go_gc_gomemlimit_bytes") {
+			t.Fatalf("/metrics has no go_gc_gogc_percent or go_gc_gomemlimit_bytes")
 		}
 		if got := m.get("go_gc_gogc_percent"); got != c.want {
 			t.Errorf("environment %q: go_gc_gogc_percent %v, want %v", c.env, got, c.want)
+		}
+		if got := m.get("go_gc_gomemlimit_bytes"); got != c.wantLimit {
+			t.Errorf("environment %q: go_gc_gomemlimit_bytes %v, want %v", c.env, got, c.wantLimit)
 		}
 	}
 }
