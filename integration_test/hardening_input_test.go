@@ -146,10 +146,26 @@ func TestHardContentLengthWithChunkedIsOneWellDefinedRequest(t *testing.T) {
 	// Content-Length would have sent it as part of the body.
 	smuggled := "GET /2.0/test/echo/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 	chunked := "5\r\nhello\r\n0\r\n\r\n"
-	for _, method := range []string{"GET", "POST"} {
+	head := " /2.0/test/echo/smuggle HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+	// HTTP/1.0 is the other way round: Go ignores Transfer-Encoding there
+	// (RFC 9112 section 6.1 says such a message must be treated as faulty) and
+	// frames by Content-Length, which here covers only the first chunk's
+	// size line; a front end that honours chunked sees the smuggled request
+	// inside the chunk.
+	sizeLine := strconv.FormatInt(int64(len(smuggled)), 16) + "\r\n"
+	cases := []struct{ name, req string }{
+		{"GET", "GET" + head + "Content-Length: " + strconv.Itoa(len(chunked)+len(smuggled)) + "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + smuggled},
+		{"POST", "POST" + head + "Content-Length: " + strconv.Itoa(len(chunked)+len(smuggled)) + "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + smuggled},
+		{"POST over HTTP/1.0 with keep-alive", "POST /2.0/test/echo/smuggle HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\nContent-Type: text/plain\r\n" +
+			"Content-Length: " + strconv.Itoa(len(sizeLine)) + "\r\nTransfer-Encoding: chunked\r\n\r\n" + sizeLine + smuggled + "\r\n0\r\n\r\n"},
+	}
+	for _, tc := range cases {
+		method, req := tc.name, tc.req
+		wantLen := float64(5)
+		if strings.Contains(method, "1.0") {
+			wantLen = float64(len(sizeLine))
+		}
 		before := len(box.Requests())
-		req := method + " /2.0/test/echo/smuggle HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n" +
-			"Content-Length: " + strconv.Itoa(len(chunked)+len(smuggled)) + "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + smuggled
 		conn, err := net.Dial("tcp", p.Addr)
 		if err != nil {
 			t.Fatal(err)
@@ -178,10 +194,10 @@ func TestHardContentLengthWithChunkedIsOneWellDefinedRequest(t *testing.T) {
 				t.Fatalf("%s: %d requests reached the stand-in, want exactly 1: %+v", method, len(fwd), fwd)
 			}
 			echo := jsonBody(t, []byte(firstBody))
-			if echo["body_len"] != float64(5) || echo["path"] != "/2.0/test/echo/smuggle" {
-				t.Errorf("%s: the stand-in got %v, want the 5-byte chunked body only", method, echo)
+			if echo["body_len"] != wantLen || echo["path"] != "/2.0/test/echo/smuggle" {
+				t.Errorf("%s: the stand-in got %v, want the %v-byte body only", method, echo, wantLen)
 			}
-			// Nothing after a chunked body is read from the connection.
+			// Nothing after such a body is read from the connection.
 			if second != 0 {
 				t.Errorf("%s: the bytes after the chunked body were answered %d %q, want the connection closed", method, second, secondBody)
 			}

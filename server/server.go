@@ -214,11 +214,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ids := s.requestID(r, &x.id)
 	id := ids[0]
 	w.Header()["X-Request-Id"] = ids
-	if len(r.TransferEncoding) > 0 {
+	if len(r.TransferEncoding) > 0 || (r.ContentLength != 0 && !r.ProtoAtLeast(1, 1)) {
 		// net/http has read a chunked body, dropping any Content-Length
 		// beside it. A front end that framed the request by that length
 		// would take the bytes after the chunks for the next request: none
-		// is read from this connection (request smuggling).
+		// is read from this connection (request smuggling). Over HTTP/1.0
+		// net/http ignores and removes Transfer-Encoding and frames by
+		// Content-Length, so a front end that honoured chunked would see
+		// what follows as part of this body: an HTTP/1.0 request with a body
+		// does not keep its connection either.
 		w.Header()["Connection"] = []string{"close"}
 	}
 	s.m.InFlight(1)
