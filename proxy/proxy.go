@@ -240,6 +240,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry
 		apierr.Refuse(w, r, &apierr.Error{Status: http.StatusNotFound, Code: "not_found", Message: "boxproxy serves /2.0/... and /api/2.0/... only"})
 		return
 	}
+	if !boxMethod(r.Method) {
+		// TRACE would have Box (or an egress proxy on the way) echo the
+		// request back, token included; CONNECT asks for a tunnel.
+		w.Header()["Allow"] = []string{allowedMethods}
+		apierr.Refuse(w, r, &apierr.Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "boxproxy forwards the methods Box's API uses: " + allowedMethods})
+		return
+	}
 	if vals, ok := r.Header["As-User"]; ok {
 		if len(vals) != 1 {
 			apierr.Refuse(w, r, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_as_user", Message: "send one As-User header, not several"})
@@ -274,6 +281,20 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, e *accesslog.Entry
 		}()
 	}
 	p.rp.ServeHTTP(w, r)
+}
+
+// allowedMethods are the methods Box's API uses (its OpenAPI description:
+// GET, POST, PUT, PATCH, DELETE, OPTIONS), and HEAD.
+const allowedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+// boxMethod reports whether method is one of allowedMethods. net/http
+// passes the method as the client spelled it; methods are case-sensitive.
+func boxMethod(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
 }
 
 // The routes, by path prefix.
@@ -454,18 +475,37 @@ func hasDotSegment(p string) bool {
 var neverForwarded = [...]string{"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie"}
 
 // dropFields removes neverForwarded from h, and every field whose name holds
-// an underscore ("As_User", "Authorization_"): some servers read "_" as "-",
+// an underscore ("As_User", "Authorization_") or any other character beyond
+// letters, digits and inner hyphens (oddName): some servers read "_" as "-",
 // so such a field could smuggle a credential or an As-User past the rules
-// above (nginx drops them by default, too).
+// above (nginx drops underscored ones by default, too).
 //
 // One pass over the fields the request has, rather than a lookup for each
 // name it might have.
 func dropFields(h http.Header, asUser bool) {
 	for k := range h {
-		if neverForward(k) || asUser && k == "As-User" || strings.IndexByte(k, '_') >= 0 {
+		if neverForward(k) || asUser && k == "As-User" || oddName(k) {
 			delete(h, k)
 		}
 	}
+}
+
+// oddName reports whether a field name holds anything but letters, digits
+// and inner hyphens, the spelling of every field Box reads. Servers that map
+// "_" to "-", or every other character to "_" (CGI-style), could otherwise
+// read "As_User", "As.User" or "Authorization." as a field the rules above
+// handle.
+func oddName(k string) bool {
+	if k == "" || k[0] == '-' || k[len(k)-1] == '-' {
+		return true
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return true
+		}
+	}
+	return false
 }
 
 func neverForward(k string) bool {
@@ -547,13 +587,33 @@ func stripSemicolonParams(part string) string {
 }
 
 // isAccessToken reports whether a query parameter is named access_token, in
-// any case, escaped or not, with spaces around it.
+// any case, escaped or not, with spaces around it, or as common parsers read
+// a name: PHP cuts it at a NUL, reads ".", " " (or "+") and a lone "[" as
+// "_", and, like Rack, takes "access_token[]" or "access_token[x]" for
+// access_token.
 func isAccessToken(param string) bool {
 	key, _, _ := strings.Cut(param, "=")
 	if k, err := url.QueryUnescape(key); err == nil {
 		key = k
 	}
-	return strings.EqualFold(strings.TrimSpace(key), "access_token")
+	key, _, _ = strings.Cut(key, "\x00")
+	if i := strings.IndexByte(key, '['); i >= 0 {
+		if strings.IndexByte(key[i:], ']') >= 0 {
+			key = key[:i] // an array: access_token[] or access_token[x]
+		} else {
+			key = key[:i] + "_" + key[i+1:] // PHP reads a lone "[" as "_"
+		}
+	}
+	key = strings.TrimSpace(key)
+	if len(key) != len("access_token") {
+		return false
+	}
+	return strings.EqualFold(strings.Map(func(r rune) rune {
+		if r == '.' || r == ' ' {
+			return '_'
+		}
+		return r
+	}, key), "access_token")
 }
 
 func containsFold(s, sub string) bool {
