@@ -267,6 +267,7 @@ func FuzzRewriteSessionURLs(f *testing.F) {
 	f.Add(`{"id":"S","session_endpoints":{"upload_part":"https://upload.box.com/api/2.0/files/upload_sessions/S","commit":"https://upload.box.com/api/2.0/files/upload_sessions/S/commit"}}`, 201)
 	f.Add(`{"upload_part":"https:\/\/upload.app.box.com\/api\/2.0\/files\/upload_sessions\/S"}`, 200)
 	f.Add(`{"url":"http://x/api/2.0/files/upload_sessions","u2":"https://"}`, 200)
+	f.Add(`{"commit" : "http://x/api/2.0/files/upload_sessions/S","description":"\"commit\":\"https://a/api/2.0/files/upload_sessions"}`, 200)
 	f.Add(`"https://a"https://b/api/2.0/files/upload_sessions`, 200)
 	f.Add(`{"type":"error","status":404,"code":"not_found","request_id":"abc"}`, 404)
 	f.Add(`{"type":"error","status":400,"request_id":`, 400)
@@ -289,7 +290,7 @@ func FuzzRewriteSessionURLs(f *testing.F) {
 			t.Fatalf("Content-Length %s but %d bytes of body for %q", cl, len(got), body)
 		}
 		for _, m := range sessionURL.FindAllSubmatch(got, -1) {
-			if string(m[1]) != p.public {
+			if string(m[2]) != p.public {
 				t.Fatalf("an upload-session URL still points at %q: %q -> %q", m[1], body, got)
 			}
 		}

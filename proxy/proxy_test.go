@@ -89,14 +89,17 @@ func TestUploadSessionURLsPointAtThePublicURL(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"id":"S","session_endpoints":{"upload_part":"https://upload.box.com/api/2.0/files/upload_sessions/S",`+
-			`"commit":"https:\/\/upload.app.box.com\/api\/2.0\/files\/upload_sessions\/S\/commit","other":"https://example.com/x"}}`)
+			`"commit":"https:\/\/upload.app.box.com\/api\/2.0\/files\/upload_sessions\/S\/commit","other":"https://example.com/x"},`+
+			`"description":"see \"https://upload.box.com/api/2.0/files/upload_sessions\"","url":"https://upload.box.com/api/2.0/files/upload_sessions/T"}`)
 	}))
 	defer up.Close()
 	p := newTestProxy(t, up.URL, nil)
 	w := httptest.NewRecorder()
 	p.ServeHTTP(w, httptest.NewRequest("POST", "/api/2.0/files/upload_sessions", strings.NewReader(`{}`)))
 	body := w.Body.String()
-	for _, want := range []string{`"http://127.0.0.1:8080/api/2.0/files/upload_sessions/S"`, `"http://127.0.0.1:8080\/api\/2.0\/files\/upload_sessions\/S\/commit"`, `"https://example.com/x"`} {
+	for _, want := range []string{`"http://127.0.0.1:8080/api/2.0/files/upload_sessions/S"`, `"http://127.0.0.1:8080\/api\/2.0\/files\/upload_sessions\/S\/commit"`, `"https://example.com/x"`,
+		// Text elsewhere is left alone: only session_endpoints' fields are rewritten.
+		`"see \"https://upload.box.com/api/2.0/files/upload_sessions\""`, `"url":"https://upload.box.com/api/2.0/files/upload_sessions/T"`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("body lacks %s: %s", want, body)
 		}

@@ -98,9 +98,12 @@ func deliver(dst, src http.Header) {
 	clear(src)
 }
 
-// sessionURL matches an absolute URL of an upload session, with or without
-// JSON-escaped slashes; group 1 is the origin to replace.
-var sessionURL = regexp.MustCompile(`"(https?:(?:\\?/){2}[^"/\\]+)((?:\\?/)api(?:\\?/)2\.0(?:\\?/)files(?:\\?/)upload_sessions)`)
+// sessionURL matches an absolute URL of an upload session as the value of
+// one of session_endpoints' fields, with or without JSON-escaped slashes;
+// group 2 is the origin to replace. Only those fields: the same text inside
+// another string (a file's description in a commit's answer) is the user's.
+// The host is Box's to choose (it may vary), so any host is replaced.
+var sessionURL = regexp.MustCompile(`("(?:upload_part|commit|abort|list_parts|status|log_event)"\s*:\s*")(https?:(?:\\?/){2}[^"/\\]+)((?:\\?/)api(?:\\?/)2\.0(?:\\?/)files(?:\\?/)upload_sessions)`)
 
 // rewriteSessionURLs points the absolute session_endpoints that Box answers
 // with (on whichever upload host) at the proxy's public URL, so that SDKs
@@ -119,7 +122,7 @@ func (p *Proxy) rewriteSessionURLs(resp *http.Response) error {
 	}
 	out := sessionURL.ReplaceAllFunc(body, func(m []byte) []byte {
 		sub := sessionURL.FindSubmatchIndex(m)
-		return append([]byte(`"`+p.public), m[sub[4]:]...)
+		return append(append(m[:sub[3]:sub[3]], p.public...), m[sub[6]:]...)
 	})
 	resp.Body = io.NopCloser(bytes.NewReader(out))
 	resp.ContentLength = int64(len(out))
