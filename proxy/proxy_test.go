@@ -318,3 +318,24 @@ func TestUploadSessionHeadKeepsBoxsLength(t *testing.T) {
 		t.Fatalf("HEAD: %d, Content-Length %q, want 200 and Box's 123", resp.StatusCode, resp.Header.Get("Content-Length"))
 	}
 }
+
+// An answer Box sent without Content-Type reaches the client without one:
+// Go's server would otherwise sniff the body and name a type Box did not.
+func TestAnswerWithoutContentTypeStaysWithoutOne(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil // Go's server must not add one either
+		_, _ = io.WriteString(w, "plain bytes, <html> even")
+	}))
+	defer up.Close()
+	front := httptest.NewServer(newTestProxy(t, up.URL, nil))
+	defer front.Close()
+	resp, err := http.Get(front.URL + "/2.0/files/1/content")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct, ok := resp.Header["Content-Type"]; ok || string(body) != "plain bytes, <html> even" {
+		t.Errorf("Content-Type %q (present %v), body %q; want no Content-Type and Box's body", ct, ok, body)
+	}
+}

@@ -64,7 +64,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 			}
 		}
 	default:
-		deliver(st.w.Header(), resp.Header)
+		h := st.w.Header()
+		if _, ok := resp.Header["Content-Type"]; !ok && hasBody(resp) {
+			// Box named no type: Go's server would sniff one and add it.
+			h["Content-Type"] = nil
+		}
+		deliver(h, resp.Header)
 	}
 	return nil
 }
