@@ -151,3 +151,50 @@ func TestShutdownSIGTERMWhileAnOAuthRefreshIsAtBoxWaitsForItsAnswerAndKeepsTheLo
 		})
 	}
 }
+
+func TestShutdownSIGTERMWhileAFleetRenewalIsAtBoxSharesItsTokenBeforeClosingRedis(t *testing.T) {
+	cpuHeavy(t)
+	// Tokens of 10 s: renewed 7–8 s into their life; the renewal's token,
+	// held 4 s at Box, is then still fresh for the fleet for a few seconds.
+	box := startBox(t, func(c *fakebox.Config) { c.TokenTTL = 10 * time.Second })
+	r := redistest.Start(t)
+	p := startReplica(t, box, r, ccgEnv(box)...)
+	if status, body := meAs(t, p.URL); status != http.StatusOK {
+		t.Fatalf("first request: %d %s", status, body)
+	}
+	before, _ := grantRequests(box, "client_credentials")
+	const hold = 4 * time.Second
+	box.SetTokenAnswerDelay(hold)
+	waitUntil(t, 15*time.Second, func() bool {
+		_, _ = fleetGet(t, p.URL, "/2.0/users/me")
+		ok, _ := grantRequests(box, "client_credentials")
+		return ok > before
+	}, "the renewal ahead of expiry reaches the stand-in")
+	sent := time.Now()
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	opsWaitExit(t, p, 30*time.Second)
+	took := time.Since(sent)
+	box.SetTokenAnswerDelay(0)
+	if p.waitErr != nil {
+		t.Fatalf("boxproxy exited with %v after SIGTERM, want 0\nstderr:\n%s", p.waitErr, p.Stderr)
+	}
+	logs := p.Stderr.String()
+	if took < hold/2 || !strings.Contains(logs, "shutdown: the token requests in flight have ended") {
+		t.Errorf("boxproxy exited %s after SIGTERM without waiting for the renewal at Box (held %s)", took.Round(time.Millisecond), hold)
+	}
+	if strings.Contains(logs, "cannot share a new token through Redis") {
+		t.Errorf("the renewal could not write its token to Redis: closed before it?")
+	}
+	// The renewal's token is in Redis: a replica started now takes it
+	// without asking Box.
+	q := startReplica(t, box, r, ccgEnv(box)...)
+	if status, body := meAs(t, q.URL); status != http.StatusOK {
+		t.Fatalf("a replica started after the stop: %d %s", status, body)
+	}
+	if ok, _ := grantRequests(box, "client_credentials"); ok != before+1 {
+		t.Errorf("%d token requests after the stop, want 0: the renewal's token should have been shared through Redis", ok-before-1)
+	}
+	checkRedisHoldsNoSecret(t, r, box)
+}
