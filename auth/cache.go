@@ -48,6 +48,15 @@ type Cache struct {
 	churnMu    sync.Mutex
 	churn      int
 	churnSince time.Time
+
+	// Shutdown: after StopRenewing no renewal ahead of expiry starts; after
+	// Close no token request starts at all, and Close waits for the running
+	// ones (fetching counts them) to end and store their answers.
+	noRenew  atomic.Bool
+	lifeMu   sync.Mutex
+	closed   bool
+	running  int
+	fetching sync.WaitGroup
 }
 
 // entry is immutable once stored, but for the refreshing flag.
@@ -127,7 +136,7 @@ func (c *Cache) Token(ctx context.Context, s Subject) (Token, error) {
 	if e, ok := c.lru.Get(s); ok {
 		if e.usable(now) {
 			if !e.refreshAt.IsZero() && !now.Before(e.refreshAt) && !now.Before(e.retryAt) &&
-				e.refreshing.CompareAndSwap(false, true) {
+				!c.noRenew.Load() && e.refreshing.CompareAndSwap(false, true) {
 				go c.renew(s)
 			}
 			c.o.Metrics.CacheHit()
@@ -228,10 +237,80 @@ func (c *Cache) renew(s Subject) {
 	_, _, _ = c.flights.Do(s.String(), func() (any, error) { return c.fetch(s) })
 }
 
+// StopRenewing is the first step of a shutdown: tokens are no longer renewed
+// ahead of expiry in the background (a hit keeps handing out the cached
+// token while it is usable; a miss still asks the Source, for the requests
+// that are still being served).
+func (c *Cache) StopRenewing() { c.noRenew.Store(true) }
+
+// Close is the last step of a shutdown, once no request is served any more:
+// no token request starts from now on (Token answers a miss with ErrClosed;
+// cached tokens are still handed out), and Close waits until the requests
+// already running have ended and their answers are stored, or ctx ends. An
+// oauth refresh that Box has received must not be cut: Box has rotated the
+// refresh token, and its answer holds the only copy of the new one. Every
+// token request is bounded by its own timeouts, so the wait ends.
+func (c *Cache) Close(ctx context.Context) error {
+	c.noRenew.Store(true)
+	c.lifeMu.Lock()
+	c.closed = true
+	n := c.running
+	c.lifeMu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	start := time.Now()
+	ev := c.log.Info().Str("method", c.src.Method()).Int("token_requests", n)
+	if c.src.Method() == "oauth" {
+		ev = ev.Str("why", "an oauth refresh at Box has rotated the refresh token: its answer holds the only copy of the new one, and is saved before boxproxy exits")
+	}
+	ev.Msg("shutdown: waiting for the token requests in flight to end and their answers to be stored")
+	done := make(chan struct{})
+	go func() { c.fetching.Wait(); close(done) }()
+	select {
+	case <-done:
+		c.log.Info().Str("method", c.src.Method()).Dur("waited_ms", time.Since(start)).
+			Msg("shutdown: the token requests in flight have ended")
+		return nil
+	case <-ctx.Done():
+		ev := c.log.Warn()
+		if c.src.Method() == "oauth" {
+			ev = c.log.Error().Str("hint", "if Box has answered the refresh meanwhile, its new refresh token is lost and someone must log in again")
+		}
+		ev.Str("method", c.src.Method()).Dur("waited_ms", time.Since(start)).
+			Msg("shutdown: gave up waiting for the token requests in flight")
+		return ctx.Err()
+	}
+}
+
+// begin counts a token request that starts, unless the cache is closed.
+func (c *Cache) begin() bool {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.running++
+	c.fetching.Add(1)
+	return true
+}
+
+func (c *Cache) end() {
+	c.lifeMu.Lock()
+	c.running--
+	c.lifeMu.Unlock()
+	c.fetching.Done()
+}
+
 // fetch asks the Source for s's token and stores the outcome. It runs in a
 // single flight per subject, under its own timeout: a caller that gives up
-// does not cancel the request the others wait for.
+// does not cancel the request the others wait for. Once the cache is closed
+// (shutdown) it starts nothing.
 func (c *Cache) fetch(s Subject) (any, error) {
+	if !c.begin() {
+		return Token{}, ErrClosed
+	}
+	defer c.end()
 	start := c.o.Now()
 	if e, ok := c.lru.Peek(s); ok && e.usable(start) && (e.refreshAt.IsZero() || start.Before(e.refreshAt)) {
 		return e.tok, nil // another flight stored a fresh token just before this one began
@@ -264,6 +343,11 @@ func (c *Cache) fetch(s Subject) (any, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old, _ := c.lru.Peek(s)
+	if errors.Is(err, ErrClosed) {
+		// The Source refused to start a refresh: the process is stopping.
+		c.log.Debug().Str("subject", s.String()).Str("method", c.src.Method()).Msg("token request not started: shutting down")
+		return Token{}, err
+	}
 	if err != nil {
 		ne := &entry{err: err}
 		if old != nil {

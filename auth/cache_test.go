@@ -259,3 +259,109 @@ func TestEvictingValidTokensFasterThanTheyExpireIsWarnedOnce(t *testing.T) {
 		t.Error("the warning does not name BOXPROXY_TOKEN_CACHE_SIZE")
 	}
 }
+
+// gatedSource answers only once its gate is closed, and says when a
+// request has arrived.
+type gatedSource struct {
+	calls   atomic.Int64
+	arrived chan struct{}
+	gate    chan struct{}
+}
+
+func (s *gatedSource) Method() string { return "test" }
+
+func (s *gatedSource) Token(_ context.Context, sub Subject) (Token, error) {
+	n := s.calls.Add(1)
+	s.arrived <- struct{}{}
+	<-s.gate // like a refresh already at Box: the answer must be waited for
+	return NewToken(fmt.Sprintf("tok-%s-%d", sub.ID, n), time.Now().Add(time.Hour)), nil
+}
+
+func TestCacheCloseWaitsForTheRenewalInFlightAndStartsNoMore(t *testing.T) {
+	src := &gatedSource{arrived: make(chan struct{}, 8), gate: make(chan struct{})}
+	now := time.Now()
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&now)
+	c := newTestCache(t, src, CacheOptions{Now: func() time.Time { return *clock.Load() }})
+	s := Subject{Enterprise, "1"}
+	first := make(chan Token, 1)
+	go func() { tok, _ := c.Token(context.Background(), s); first <- tok }()
+	<-src.arrived
+	src.gate <- struct{}{}
+	old := <-first
+
+	// A hit inside the renewal lead starts a renewal in the background,
+	// and the shutdown begins while it is at "Box".
+	later := now.Add(57 * time.Minute)
+	clock.Store(&later)
+	if tok, err := c.Token(context.Background(), s); err != nil || tok.Access() != old.Access() {
+		t.Fatalf("during the renewal: %v %v", tok.Access(), err)
+	}
+	<-src.arrived
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close(context.Background()) }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a token request was in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// Closed: a miss starts no token request; a cached token is still handed out.
+	if _, err := c.Token(context.Background(), Subject{Enterprise, "2"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a miss after Close: %v, want ErrClosed", err)
+	}
+	close(src.gate)
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	tok, err := c.Token(context.Background(), s)
+	if err != nil || tok.Access() == old.Access() {
+		t.Fatalf("after Close the renewal's answer is not stored: %v %v", tok.Access(), err)
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("%d token requests, want 2 (the first and the renewal)", n)
+	}
+}
+
+func TestCacheStopRenewingStartsNoBackgroundRenewalButServes(t *testing.T) {
+	src := &countingSource{ttl: time.Hour}
+	now := time.Now()
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&now)
+	c := newTestCache(t, src, CacheOptions{Now: func() time.Time { return *clock.Load() }})
+	s := Subject{Enterprise, "1"}
+	first, _ := c.Token(context.Background(), s)
+	c.StopRenewing()
+	later := now.Add(57 * time.Minute)
+	clock.Store(&later)
+	if tok, err := c.Token(context.Background(), s); err != nil || tok.Access() != first.Access() {
+		t.Fatalf("after StopRenewing: %v %v", tok.Access(), err)
+	}
+	// A request still being served gets a token for a new subject.
+	if _, err := c.Token(context.Background(), Subject{Enterprise, "2"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("%d token requests, want 2: no renewal in the background after StopRenewing", n)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCacheCloseGivesUpWhenItsContextEnds(t *testing.T) {
+	src := &gatedSource{arrived: make(chan struct{}, 8), gate: make(chan struct{})}
+	defer close(src.gate)
+	logs := &syncBuffer{}
+	c := newTestCache(t, src, CacheOptions{Logger: zerolog.New(logs)})
+	go func() { _, _ = c.Token(context.Background(), Subject{Enterprise, "1"}) }()
+	<-src.arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close: %v, want its context's deadline", err)
+	}
+	if !strings.Contains(logs.String(), "gave up waiting") {
+		t.Fatalf("no log line says that the shutdown gave up waiting:\n%s", logs)
+	}
+}

@@ -28,6 +28,8 @@ var (
 	ErrLoginRequired = errors.New("login required")
 	// ErrNotRefreshable: the developer token cannot be renewed.
 	ErrNotRefreshable = errors.New("developer token cannot be refreshed")
+	// ErrClosed: the process is shutting down and starts no token request.
+	ErrClosed = errors.New("boxproxy is shutting down: no new token request starts")
 )
 
 // TokenError describes a failed token request without any secret in it: the

@@ -84,6 +84,9 @@ type OAuth struct {
 
 	hookMu  sync.Mutex
 	onLogin []func()
+
+	// closed is set by Close (shutdown): no refresh starts any more.
+	closed atomic.Bool
 }
 
 // NewOAuth loads the login: from the token store file at o.Path, or from the
@@ -338,6 +341,9 @@ func (o *OAuth) adoptLatestLocked(ctx context.Context) bool {
 // store is replaced durably; and a caller that gives up does not abandon a
 // refresh in flight. A power loss before the store's fsync still loses it.
 func (o *OAuth) refreshOnceLocked(ctx context.Context) (Token, error) {
+	if o.closed.Load() {
+		return Token{}, ErrClosed // shutting down: a refresh sent now could be cut
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 	defer cancel()
 	issued := o.ep.now()
@@ -580,8 +586,14 @@ func (o *OAuth) RunKeepalive(ctx context.Context) {
 }
 
 func (o *OAuth) keepaliveOnce(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed.Load() {
+		return
+	}
 	if o.dirty {
 		if o.saveLocked() != nil {
 			return
@@ -611,6 +623,51 @@ func (o *OAuth) keepaliveOnce(ctx context.Context) {
 		o.log.Info().Dur("keepalive", o.keepalive).Msg("oauth: refreshed an idle login (keep-alive)")
 	} else {
 		o.handed = handed
+	}
+}
+
+// Close is for a shutdown: from now on no refresh starts (the keep-alive
+// does nothing more; a Token call that would refresh fails with ErrClosed),
+// and Close waits until the refresh, login or logout in progress, if any,
+// has ended and saved its answer (it holds mu throughout), or until ctx
+// ends. A refresh that Box has received must not be cut: Box has rotated
+// the refresh token, and the answer is the only copy of the new one. Tokens
+// that could not be saved yet get one last attempt.
+func (o *OAuth) Close(ctx context.Context) error {
+	o.closed.Store(true)
+	start := time.Now()
+	if o.mu.TryLock() {
+		dirty := o.dirty
+		o.mu.Unlock()
+		if !dirty {
+			return nil
+		}
+	} else {
+		o.log.Info().Bool("fleet", o.shared != nil).
+			Msg("shutdown: waiting for the oauth refresh (or login) in progress to end and its new refresh token to be saved")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if o.dirty {
+			if err := o.saveLocked(); err != nil {
+				o.log.Error().Str("login_url", "/auth/login").
+					Msg("shutdown: the latest oauth tokens cannot be saved; the login ends with this process: log in again after the restart")
+				return
+			}
+			o.log.Warn().Msg("shutdown: saved the oauth tokens that could not be saved before")
+		}
+	}()
+	select {
+	case <-done:
+		o.log.Info().Dur("waited_ms", time.Since(start)).Msg("shutdown: no oauth refresh in progress any more")
+		return nil
+	case <-ctx.Done():
+		o.log.Error().Dur("waited_ms", time.Since(start)).
+			Msg("shutdown: gave up waiting for the oauth refresh in progress; if Box has answered it meanwhile, its new refresh token is lost and someone must log in again")
+		return ctx.Err()
 	}
 }
 

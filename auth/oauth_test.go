@@ -743,3 +743,52 @@ func TestIdleLoginIsRefreshedByKeepAliveAndOnlyWhenDue(t *testing.T) {
 	}
 	f.checkNoSecretLogged(t)
 }
+
+func TestOAuthCloseWaitsForTheKeepAliveRefreshAtBoxAndStartsNoMore(t *testing.T) {
+	f := newOAuthFixture(t)
+	o := f.open(t)
+	o.keepalive = 72 * time.Hour
+	f.login(t, o)
+	f.clock.Advance(73 * time.Hour)
+	f.box.gate = make(chan struct{})
+	kept := make(chan struct{})
+	go func() { o.keepaliveOnce(context.Background()); close(kept) }()
+	waitFor(t, func() bool { return f.box.requests.Load() == 2 }, "the keep-alive refresh reaches Box")
+
+	closed := make(chan error, 1)
+	go func() { closed <- o.Close(context.Background()) }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while the refresh was at Box", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(f.box.gate)
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	<-kept
+	if st := f.stored(t); st.RefreshToken != f.box.newest() {
+		t.Fatal("Close returned before the refresh's new refresh token was saved")
+	}
+	// Closed: neither the keep-alive nor a caller starts a refresh.
+	f.clock.Advance(73 * time.Hour)
+	o.keepaliveOnce(context.Background())
+	if _, err := o.Token(context.Background(), self); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Token after Close: %v, want ErrClosed", err)
+	}
+	if n := f.box.refreshes.Load(); n != 1 {
+		t.Fatalf("%d refreshes, want 1: none after Close", n)
+	}
+	if !strings.Contains(f.logs.String(), "shutdown: waiting for the oauth refresh") {
+		t.Fatalf("no log line says what the shutdown waits for:\n%s", f.logs)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+}

@@ -237,6 +237,7 @@ type Box struct {
 	closeOnce            sync.Once
 	active               atomic.Int64
 	tokenDelay           atomic.Int64 // time.Duration
+	answerDelay          atomic.Int64 // time.Duration
 
 	mu         sync.Mutex
 	skew       time.Duration
@@ -472,6 +473,14 @@ func (b *Box) SetClockSkew(d time.Duration) {
 // (d <= 0: no wait). A client that hangs up during the wait gets nothing
 // issued: nothing rotates.
 func (b *Box) SetTokenDelay(d time.Duration) { b.tokenDelay.Store(int64(d)) }
+
+// SetTokenAnswerDelay makes the token endpoint hold its answer for d after
+// it has handled a request (d <= 0: no wait): tokens are issued and a
+// refresh token rotated at once, as Box does, and the answer arrives d later.
+// A client that hangs up meanwhile has lost the new tokens, and the old
+// refresh token is dead all the same. It is how tests put a refresh "at
+// Box" for as long as they need.
+func (b *Box) SetTokenAnswerDelay(d time.Duration) { b.answerDelay.Store(int64(d)) }
 
 // SetTokenTTL sets the lifetime of access tokens issued from now on
 // (d <= 0 restores the default of 1h).

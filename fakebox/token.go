@@ -129,6 +129,15 @@ func (b *Box) handleToken(w http.ResponseWriter, r *http.Request) {
 	tr.OK = true
 	b.recordToken(tr)
 	b.logf("token request %s: issued token for %s %s", tr.GrantType, tr.SubjectType, tr.SubjectID)
+	if d := time.Duration(b.answerDelay.Load()); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			b.logf("token request %s: the client hung up before the held answer; what was issued stays issued", tr.GrantType)
+			return
+		case <-b.closing:
+		}
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, resp)
 }

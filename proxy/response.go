@@ -260,6 +260,10 @@ func ErrorFor(err error, loginURL string) *apierr.Error {
 	case errors.Is(err, auth.ErrGrant):
 		e.Status, e.Code = http.StatusServiceUnavailable, "login_expired"
 		e.Message = "Box rejected the saved login (the refresh token expired or was revoked): log in again at " + loginURL + "; " + err.Error()
+	case errors.Is(err, auth.ErrClosed):
+		e.Status, e.Code = http.StatusServiceUnavailable, "shutting_down"
+		e.Message = "boxproxy is shutting down and asks Box for no new token; send the request again (to another replica)"
+		e.RetryAfter = max(e.RetryAfter, 1)
 	case errors.Is(err, auth.ErrFleet):
 		// An oauth refresh that cannot take the fleet's lock: it waits for
 		// Redis rather than risk sending Box a refresh token twice.

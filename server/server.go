@@ -513,12 +513,17 @@ func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) er
 	go func() { errc <- s.Serve(ln) }()
 	select {
 	case err := <-errc:
+		s.closeAuth()
 		return err
 	case <-ctx.Done():
 		s.log.Info().Msg("signal received: draining in-flight requests")
 	case <-s.quit:
 		s.log.Info().Msg("/quitquitquit called: draining in-flight requests")
 	}
+	// No new background work (renewals ahead of expiry, the oauth
+	// keep-alive); the requests being drained still get their tokens.
+	s.auth.StopRenewing()
+	stopBG()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := s.Shutdown(sctx); err != nil {
@@ -527,9 +532,17 @@ func (s *Server) ListenAndRun(ctx context.Context, ready func(addr net.Addr)) er
 		s.log.Info().Msg("all requests finished; stopped")
 	}
 	err = <-errc
-	stopBG()
-	s.auth.Close() // the fleet's connections to Redis
+	s.closeAuth()
 	return err
+}
+
+// closeAuth waits, after the drain, for the token requests in flight (an
+// oauth refresh that Box may already have answered) to end and be saved,
+// then closes the fleet's connections to Redis.
+func (s *Server) closeAuth() {
+	ctx, cancel := context.WithTimeout(context.Background(), CloseWait(s.cfg))
+	defer cancel()
+	_ = s.auth.Close(ctx) // Close logs what it waits for and when it gives up
 }
 
 // PublicURL is the public URL joined with path.

@@ -48,11 +48,43 @@ func (a *Auth) Run(ctx context.Context) {
 	}
 }
 
-// Close releases the connection to Redis.
-func (a *Auth) Close() {
+// StopRenewing begins a shutdown: no token is renewed ahead of expiry in the
+// background any more (the requests still being served get their tokens as
+// usual). The oauth keep-alive stops with Run's context.
+func (a *Auth) StopRenewing() {
+	if a.Cache != nil {
+		a.Cache.StopRenewing()
+	}
+}
+
+// Close ends the token side once no request is served any more: no token
+// request starts from now on, the ones in flight (a cache renewal, the oauth
+// keep-alive, a refresh that Box has received) are waited for until they
+// have ended and their answers are saved (token store file or Redis), or
+// until ctx ends; then the connection to Redis is closed, so that nothing
+// writes to a closed client.
+func (a *Auth) Close(ctx context.Context) error {
+	var err error
+	if a.Cache != nil {
+		err = a.Cache.Close(ctx)
+	}
+	if a.OAuth != nil {
+		if oerr := a.OAuth.Close(ctx); err == nil {
+			err = oerr
+		}
+	}
 	if a.Fleet != nil {
 		_ = a.Fleet.Close()
 	}
+	return err
+}
+
+// CloseWait bounds Auth.Close at a shutdown: the longest a token request can
+// still take (an oauth refresh in a fleet: the fleet's lock and Box's answer,
+// each within BOXPROXY_TOKEN_TIMEOUT, then up to about 12 s of attempts to
+// save the answer while Redis does not answer).
+func CloseWait(cfg *config.Config) time.Duration {
+	return 2*cfg.TokenTimeout + 15*time.Second
 }
 
 // SelfSubject is the cache key of the oauth and token methods, whose token
@@ -105,7 +137,7 @@ func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth,
 		}
 		o, err := auth.NewOAuth(a.Endpoint, opts, log)
 		if err != nil {
-			a.Close()
+			_ = a.Close(context.Background())
 			return nil, err
 		}
 		a.Source, a.OAuth, a.Default = o, o, SelfSubject
@@ -126,7 +158,7 @@ func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth,
 	}
 	c, err := auth.NewCache(a.Source, co)
 	if err != nil {
-		a.Close()
+		_ = a.Close(context.Background())
 		return nil, err
 	}
 	a.Cache = c
