@@ -515,6 +515,7 @@ func (o *OAuth) saveLocked() error {
 // when Redis does not answer: a refresh token that Box has rotated exists
 // nowhere else.
 func (o *OAuth) saveSharedRetryLocked() error {
+	o.overwritten = o.overwritten[:0]
 	deadline := time.Now().Add(refreshTimeout / 3)
 	var err error
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
