@@ -77,6 +77,12 @@ type OAuth struct {
 	// tokens are saved, so that no replica rotates the refresh token that
 	// this one has already spent.
 	held func()
+	// changed: st became another login than before (taken from the fleet):
+	// the OnLogin functions are due; unlockMu runs them once mu is released.
+	changed bool
+	// overwritten collects the refresh tokens of other, older logins that a
+	// fenced write replaced (Exchange revokes them).
+	overwritten []string
 	// gen counts changes of st.AccessToken. A caller that finds it changed
 	// once it holds mu waited while another caller refreshed: it takes that
 	// token instead of refreshing again.
@@ -176,6 +182,7 @@ func (o *OAuth) logState(where string) {
 func (o *OAuth) loadShared(path string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
 	defer cancel()
+	defer func() { o.changed = false }() // nothing to tell at start
 	err := o.syncLocked(ctx)
 	if errors.Is(err, ErrStoreKey) {
 		return fmt.Errorf("BOXPROXY_REDIS_URL: %w", err)
@@ -191,6 +198,7 @@ func (o *OAuth) loadShared(path string) error {
 	if ferr != nil || st.RefreshToken == "" {
 		return nil
 	}
+	st.LoginSeq = max(st.LoginSeq, o.ver) + 1 // a login new to the fleet
 	o.st = st
 	if err := o.saveSharedLocked(ctx); err != nil {
 		o.log.Warn().Err(err).Msg("oauth: cannot copy the token store's login to Redis")
@@ -215,7 +223,7 @@ func (o *OAuth) Path() string { return o.path }
 func (o *OAuth) Token(ctx context.Context, _ Subject) (Token, error) {
 	entered := o.gen.Load()
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	defer o.unlockMu()
 	if o.dirty {
 		if err := o.saveLocked(); err != nil {
 			return Token{}, err
@@ -305,6 +313,17 @@ func (o *OAuth) refreshLocked(ctx context.Context, take func() (Token, bool)) (T
 			break // Box rejected our refresh token, and nobody has a newer one
 		}
 		tok, err := o.refreshOnceLocked(ctx)
+		if errors.Is(err, errLoginReplaced) {
+			// Never the previous login's token: the fleet's login is
+			// another one now (this replica's lease had lapsed).
+			if o.st.RefreshToken == "" {
+				return Token{}, o.notLoggedInLocked()
+			}
+			if tok, ok := take(); ok {
+				return tok, nil
+			}
+			return Token{}, err
+		}
 		if err == nil || !errors.Is(err, ErrGrant) {
 			return tok, err
 		}
@@ -312,6 +331,19 @@ func (o *OAuth) refreshLocked(ctx context.Context, take func() (Token, bool)) (T
 	}
 	return Token{}, o.markRejectedLocked(rejected)
 }
+
+// revoke revokes tok at Box, bounded, and logs a failure (never the token).
+func (o *OAuth) revoke(ctx context.Context, tok, what string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := o.ep.Revoke(rctx, tok); err != nil {
+		o.log.Warn().Err(err).Msg("oauth: cannot revoke " + what)
+	}
+}
+
+// errLoginReplaced: while this replica refreshed, another login replaced the
+// one it refreshed (its lock's lease had lapsed); the caller asks again.
+var errLoginReplaced = fmt.Errorf("%w: the fleet's login was replaced by another one while this replica refreshed the previous one; ask again", ErrFleet)
 
 // adoptLatestLocked takes the latest login when another process changed it:
 // the store file (another process on it) or the fleet's login (Redis). It
@@ -363,6 +395,7 @@ func (o *OAuth) refreshOnceLocked(ctx context.Context) (Token, error) {
 		o.log.Warn().Msg("oauth: the refresh answer had no usable refresh_token; keeping the previous one")
 	}
 	next.Rejected = nil
+	next.Rotation++
 	// From here on the old refresh token exists nowhere in this process:
 	// memory holds the new one even if saving fails (then it is saved at the
 	// next call, before any token is handed out). The journal is written
@@ -379,6 +412,16 @@ func (o *OAuth) refreshOnceLocked(ctx context.Context) (Token, error) {
 	if err := o.saveLocked(); err != nil {
 		return Token{}, err
 	}
+	if o.st.RefreshToken != next.RefreshToken {
+		// The save found a newer, other login in the fleet and took it:
+		// the one just refreshed is orphaned. Its new refresh token exists
+		// only here; revoke it, and hand out nothing of it.
+		o.log.Warn().Msg("oauth: another login replaced the fleet's login during this refresh; following it and revoking the refreshed one")
+		if next.RefreshToken != "" && next.RefreshToken != o.st.RefreshToken {
+			o.revoke(ctx, next.RefreshToken, "the replaced login's new refresh token")
+		}
+		return Token{}, errLoginReplaced
+	}
 	o.handed = true
 	o.log.Debug().Time("expires", next.AccessExpiry).Dur("journal_took_ms", journaled).Dur("save_took_ms", time.Since(answered)).
 		Msg("oauth: refreshed; new refresh token saved")
@@ -389,6 +432,30 @@ func (o *OAuth) refreshOnceLocked(ctx context.Context) (Token, error) {
 func (o *OAuth) setLocked(st storeData) {
 	o.st, o.handed = st, false
 	o.gen.Add(1)
+}
+
+// adoptLocked takes st, the fleet's login, at version v. When it is another
+// login than memory's the OnLogin functions are due (the token cache still
+// holds the previous user's tokens).
+func (o *OAuth) adoptLocked(st storeData, v int64) {
+	if st.otherLogin(o.st) {
+		o.changed = true
+	}
+	o.setLocked(st)
+	o.ver = v
+}
+
+// unlockMu releases mu, then runs the OnLogin functions if the login changed
+// meanwhile: not under mu, because they call into the token cache, whose
+// fetches call Token.
+func (o *OAuth) unlockMu() {
+	changed := o.changed
+	o.changed = false
+	o.mu.Unlock()
+	if changed {
+		o.log.Info().Msg("oauth: the fleet has another login now (from another replica); following it")
+		o.loggedIn()
+	}
 }
 
 // adoptDiskLocked takes the store on disk when it holds a different refresh
@@ -419,7 +486,7 @@ func (o *OAuth) markRejectedLocked(err error) error {
 	}
 	o.log.Error().Err(err).Str("login_url", "/auth/login").
 		Msg("oauth: Box rejected the saved refresh token (unused for 60 days, revoked, or used elsewhere); log in again at /auth/login or with boxproxy login")
-	o.setLocked(storeData{Version: storeVersion, User: o.st.User, Rejected: r})
+	o.setLocked(storeData{Version: storeVersion, User: o.st.User, Rejected: r, LoginSeq: o.st.LoginSeq, Rotation: o.st.Rotation + 1})
 	if serr := o.saveLocked(); serr != nil {
 		o.log.Error().Err(serr).Msg("oauth: cannot record the rejected login in the token store")
 	}
@@ -454,6 +521,7 @@ func (o *OAuth) saveLocked() error {
 // when Redis does not answer: a refresh token that Box has rotated exists
 // nowhere else.
 func (o *OAuth) saveSharedRetryLocked() error {
+	o.overwritten = o.overwritten[:0]
 	deadline := time.Now().Add(refreshTimeout / 3)
 	var err error
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
@@ -480,9 +548,10 @@ func (o *OAuth) saveSharedRetryLocked() error {
 }
 
 // saveSharedLocked writes st to the fleet's store, fenced on the version it
-// was read at. When the version moved on only by a change that kept the
-// refresh token (the user's name) the write is retried on top of it; when
-// another login replaced it, that one is taken instead.
+// was read at. When the version moved on, the stored login is compared with
+// memory's by their order (login, then rotation; never by clocks): a newer or
+// equal one is taken instead, and memory is never written over it; an older
+// one (Redis lost data, or only the user's name changed) is written over.
 func (o *OAuth) saveSharedLocked(ctx context.Context) error {
 	data, err := o.st.encode()
 	if err != nil {
@@ -497,7 +566,7 @@ func (o *OAuth) saveSharedLocked(ctx context.Context) error {
 		if !errors.Is(err, ErrStale) {
 			return err
 		}
-		cur, cv, err := o.shared.Load(ctx)
+		cur, cv, err := o.loadFleetLocked(ctx)
 		if err != nil {
 			return err
 		}
@@ -505,15 +574,29 @@ func (o *OAuth) saveSharedLocked(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if !o.st.RefreshObtained.After(cst.RefreshObtained) && cst.RefreshToken != "" {
-			o.log.Warn().Msg("oauth: the fleet's login changed meanwhile; taking it")
-			o.setLocked(cst)
-			o.ver = cv
+		if cst.RefreshToken != "" && !o.st.newerThan(cst) {
+			o.log.Warn().Msg("oauth: the fleet's login changed meanwhile to a newer one; taking it")
+			o.adoptLocked(cst, cv)
 			return nil
+		}
+		if cst.RefreshToken != "" && cst.RefreshToken != o.st.RefreshToken && cst.otherLogin(o.st) {
+			o.overwritten = append(o.overwritten, cst.RefreshToken)
 		}
 		o.ver = cv
 	}
 	return ErrStale
+}
+
+// loadFleetLocked reads the fleet's login. A version that the store cannot
+// use is reported and counted as 0 (the store's fenced write does the same),
+// so that the next write repairs it instead of every write failing as stale.
+func (o *OAuth) loadFleetLocked(ctx context.Context) ([]byte, int64, error) {
+	data, v, err := o.shared.Load(ctx)
+	if errors.Is(err, ErrLoginVersion) {
+		o.log.Warn().Err(err).Msg("oauth: the fleet's login in Redis has an unusable version; the next write repairs it")
+		return data, 0, nil
+	}
+	return data, v, err
 }
 
 // decodeShared parses the fleet's login; nil data is "logged out".
@@ -527,15 +610,21 @@ func decodeShared(data []byte) (storeData, error) {
 // syncLocked takes the fleet's login when it differs from the one in memory.
 // Versions fence writes but do not tell old from new after Redis lost its
 // data (restarted without persistence, failed over to a lagging replica):
-// they start again from 0. So the logins themselves are compared: a stored
-// login older than memory's (or none, at a version not above memory's) is
-// not taken; memory is written back instead, fenced, and the newest login
-// among the replicas wins.
+// they start again from 0. So when Redis's version is not above memory's, the
+// logins themselves are compared, by their order (newerThan): a stored login
+// older than memory's (or none) is not taken; memory is written back instead,
+// fenced, and the newest login among the replicas wins. A version above
+// memory's is always taken: Redis has seen writes that this replica has not.
 func (o *OAuth) syncLocked(ctx context.Context) error {
 	if o.dirty {
 		return nil // memory is newer than the store: saveLocked comes first
 	}
 	data, v, err := o.shared.Load(ctx)
+	badVersion := errors.Is(err, ErrLoginVersion)
+	if badVersion {
+		o.log.Warn().Err(err).Msg("oauth: the fleet's login in Redis has an unusable version; writing it again, fenced at 0, to repair it")
+		err = nil // v is 0
+	}
 	if err != nil {
 		return err
 	}
@@ -545,19 +634,27 @@ func (o *OAuth) syncLocked(ctx context.Context) error {
 	}
 	if st.RefreshToken == o.st.RefreshToken && st.AccessToken == o.st.AccessToken {
 		o.st, o.ver = st, v // the user's name may have changed
+		if badVersion && data != nil {
+			return o.saveSharedLocked(ctx) // fenced at 0, as the store counts it
+		}
 		return nil
 	}
-	lost := o.st.RefreshToken != "" &&
-		((st.RefreshToken == "" && st.Rejected == nil && v <= o.ver) ||
-			(st.RefreshToken != "" && o.st.RefreshObtained.After(st.RefreshObtained)))
+	lost := o.st.RefreshToken != "" && v <= o.ver &&
+		((st.RefreshToken == "" && st.Rejected == nil) ||
+			(st.RefreshToken != "" && o.st.newerThan(st)) ||
+			// a rejection of an older state than memory's (its refresh
+			// token was dead; memory's is not)
+			(st.Rejected != nil && st.ordered() && o.st.ordered() && o.st.newerThan(st)))
 	if lost {
 		o.log.Warn().Int64("redis_version", v).Int64("known_version", o.ver).
 			Msg("oauth: Redis holds an older login than this replica (it lost data: restarted without persistence?); writing back this replica's")
 		o.ver = v
 		return o.saveSharedLocked(ctx)
 	}
-	o.setLocked(st)
-	o.ver = v
+	o.adoptLocked(st, v)
+	if badVersion && data != nil {
+		return o.saveSharedLocked(ctx)
+	}
 	return nil
 }
 
@@ -590,7 +687,7 @@ func (o *OAuth) keepaliveOnce(ctx context.Context) {
 		return
 	}
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	defer o.unlockMu()
 	if o.closed.Load() {
 		return
 	}
@@ -650,7 +747,7 @@ func (o *OAuth) Close(ctx context.Context) error {
 	go func() {
 		defer close(done)
 		o.mu.Lock()
-		defer o.mu.Unlock()
+		defer o.unlockMu()
 		if o.dirty {
 			if err := o.saveLocked(); err != nil {
 				o.log.Error().Str("login_url", "/auth/login").
@@ -699,11 +796,36 @@ func (o *OAuth) AuthCodeURL(authorizeURL, redirectURI, state string) string {
 
 // Exchange trades an authorization code for tokens and saves them; then it
 // calls the OnLogin functions. A previous login's refresh token is revoked.
+//
+// With a fleet it works under the fleet's refresh lock (waiting at most
+// lockWait for it, as a refresh does): no replica rotates the previous login
+// meanwhile, so the refresh token revoked is the one the fleet holds, and the
+// new login is written fenced on the version read, with a LoginSeq above the
+// previous login's, so that no write of the previous login can replace it.
 func (o *OAuth) Exchange(ctx context.Context, code, redirectURI string) error {
 	if code == "" {
 		return errors.New("no authorization code")
 	}
 	o.mu.Lock()
+	if o.dirty {
+		if err := o.saveLocked(); err != nil {
+			o.mu.Unlock()
+			return fmt.Errorf("oauth: the login was not completed (the current tokens cannot be saved yet): %w", err)
+		}
+	}
+	release := func() {}
+	if o.shared != nil {
+		lctx, cancel := context.WithTimeout(ctx, lockWait)
+		start := time.Now()
+		unlock, err := o.shared.Lock(lctx)
+		cancel()
+		o.m.FleetLockWait(time.Since(start))
+		if err != nil {
+			o.mu.Unlock()
+			return fmt.Errorf("oauth: the login was not completed: cannot take the fleet's refresh lock (log in again): %w", err)
+		}
+		release = unlock
+	}
 	issued := o.ep.now()
 	form := url.Values{"grant_type": {"authorization_code"}, "code": {code}}
 	if redirectURI != "" {
@@ -714,6 +836,7 @@ func (o *OAuth) Exchange(ctx context.Context, code, redirectURI string) error {
 		err = &TokenError{Kind: ErrBadResponse, Method: "oauth", Status: 200, Cause: errors.New("response has no usable refresh_token")}
 	}
 	if err != nil {
+		release()
 		o.mu.Unlock()
 		return err
 	}
@@ -724,22 +847,47 @@ func (o *OAuth) Exchange(ctx context.Context, code, redirectURI string) error {
 		_ = o.syncLocked(sctx)
 		cancel()
 	}
-	prev := o.st.RefreshToken
+	revoke := []string{o.st.RefreshToken}
+	o.overwritten = nil
 	o.setLocked(storeData{Version: storeVersion,
 		AccessToken: tr.AccessToken, AccessExpiry: tr.expiry(issued), AccessObtained: issued,
-		RefreshToken: tr.RefreshToken, RefreshObtained: issued})
-	o.ver = -1 // a new login replaces whatever the fleet holds
+		RefreshToken: tr.RefreshToken, RefreshObtained: issued,
+		// Above the previous login's, and above the version read: a
+		// logout in between leaves no login, but the version moved on.
+		LoginSeq: max(o.st.LoginSeq, o.ver) + 1})
 	serr := o.saveLocked()
+	revoke = append(revoke, o.overwritten...)
+	o.overwritten = nil
+	replaced := o.st.RefreshToken != tr.RefreshToken
+	if replaced {
+		// A newer login was saved meanwhile (possible only if this
+		// replica's lease lapsed): the fleet follows it, and this one,
+		// which nobody else holds, is revoked with the previous one.
+		revoke = append(revoke, tr.RefreshToken)
+	}
+	o.changed = false // the OnLogin functions run below in any case
+	if o.dirty && o.held == nil {
+		// Not saved yet: keep the lock until it is (as a refresh does),
+		// so that no replica refreshes the previous login meanwhile.
+		o.held = release
+	} else {
+		release()
+	}
 	o.mu.Unlock()
 
-	o.log.Info().Msg("oauth: logged in")
+	if replaced {
+		o.log.Warn().Msg("oauth: logged in, but another login replaced the fleet's meanwhile; the fleet serves that one")
+	} else {
+		o.log.Info().Msg("oauth: logged in")
+	}
 	o.loggedIn() // the cache drops tokens of the previous login
-	if prev != "" && prev != tr.RefreshToken {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := o.ep.Revoke(rctx, prev); err != nil {
-			o.log.Warn().Err(err).Msg("oauth: cannot revoke the previous login's refresh token")
+	done := map[string]bool{}
+	for _, rt := range revoke {
+		if rt == "" || done[rt] || (rt == tr.RefreshToken && !replaced) {
+			continue
 		}
-		cancel()
+		done[rt] = true
+		o.revoke(ctx, rt, "the previous login's refresh token")
 	}
 	return serr
 }
@@ -748,7 +896,7 @@ func (o *OAuth) Exchange(ctx context.Context, code, redirectURI string) error {
 // login) in the store.
 func (o *OAuth) SetUser(u StoredUser) error {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	defer o.unlockMu()
 	if o.st.RefreshToken == "" {
 		return ErrLoginRequired
 	}
@@ -777,7 +925,7 @@ func (o *OAuth) userLocked() StoredUser {
 // login it only removes the store.
 func (o *OAuth) Logout(ctx context.Context) error {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	defer o.unlockMu()
 	if o.dirty {
 		_ = o.saveLocked()
 	}

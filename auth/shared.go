@@ -38,6 +38,12 @@ var ErrFleet = errors.New("the fleet's shared store (Redis) is unreachable")
 // the version the caller read: its write would replace a newer login.
 var ErrStale = errors.New("the shared login changed meanwhile")
 
+// ErrLoginVersion is returned (wrapped) by LoginStore.Load when the stored
+// version is not a number it can use (the key was edited by hand or by
+// something else). Load then still returns the login, at version 0: the
+// fenced write counts such a version as 0 too, so the next write repairs it.
+var ErrLoginVersion = errors.New("the version field of the fleet's login in Redis is unusable (not a whole number)")
+
 // SharedCache is a Cache's second level: tokens that every replica can use.
 // Values are encrypted by the implementation; an entry that does not decrypt
 // under this replica's key counts as missing.
@@ -59,7 +65,8 @@ type SharedCache interface {
 // writes can be fenced, and a lock under which the refresh token is rotated.
 type LoginStore interface {
 	// Load returns the stored login (storeData's JSON; nil when logged out)
-	// and its version.
+	// and its version. A version it cannot use is an error wrapping
+	// ErrLoginVersion, returned with the login and version 0.
 	Load(ctx context.Context) (data []byte, version int64, err error)
 	// Save stores data if the version is still prev (prev < 0: whatever it
 	// is) and returns the new version, or ErrStale.

@@ -151,6 +151,45 @@ type storeData struct {
 	RefreshObtained time.Time       `json:"refresh_token_obtained,omitzero"`
 	User            *StoredUser     `json:"user,omitempty"`
 	Rejected        *storeRejection `json:"refresh_rejected,omitempty"`
+	// LoginSeq and Rotation order the states of a fleet's login without
+	// clocks: every login (code exchange) takes a LoginSeq above the one it
+	// replaces, every refresh of it adds one to Rotation. Both are set under
+	// the fleet's refresh lock. Logins stored by an older boxproxy have
+	// neither (see newerThan).
+	LoginSeq int64 `json:"login_seq,omitempty"`
+	Rotation int64 `json:"rotation,omitempty"`
+}
+
+// ordered reports whether s carries LoginSeq or Rotation.
+func (s storeData) ordered() bool { return s.LoginSeq > 0 || s.Rotation > 0 }
+
+// newerThan reports whether s is a later state of the fleet's login than b:
+// a later login, or a later rotation of the same login. Between states that
+// do not both carry the order (written by an older boxproxy) it falls back to
+// the refresh tokens' stamps, which come from different replicas' clocks.
+func (s storeData) newerThan(b storeData) bool {
+	if s.ordered() && b.ordered() {
+		if s.LoginSeq != b.LoginSeq {
+			return s.LoginSeq > b.LoginSeq
+		}
+		return s.Rotation > b.Rotation
+	}
+	return s.RefreshObtained.After(b.RefreshObtained)
+}
+
+// otherLogin reports whether s is another login than b (another code
+// exchange, or a logout), as far as can be told: logins stored by an older
+// boxproxy cannot be told apart from their own rotations.
+func (s storeData) otherLogin(b storeData) bool {
+	switch {
+	case s.RefreshToken != "" && b.RefreshToken == "":
+		return true // a login where there was none (or a rejected one)
+	case s.RefreshToken == "" && s.Rejected == nil:
+		return b.RefreshToken != "" // logged out
+	case s.RefreshToken == "":
+		return false // b's refresh token rejected: the same login
+	}
+	return s.LoginSeq != b.LoginSeq
 }
 
 // String keeps the tokens out of %v.

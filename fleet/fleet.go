@@ -299,9 +299,13 @@ return 0`)
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`)
 	// saveLogin is the fenced write: it stores the login only if the version
-	// is still the one the writer read (ARGV[2] < 0: any), and bumps it.
+	// is still the one the writer read (ARGV[2] < 0: any), and bumps it. A
+	// version that is not a whole number of up to 15 digits (a hand edit)
+	// counts as 0, as loginVersion reads it, so a write fenced at 0 repairs it.
 	saveLogin = redis.NewScript(`
-local cur = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
+local raw = redis.call('HGET', KEYS[1], 'ver')
+local cur = 0
+if raw and string.len(raw) <= 15 and string.match(raw, '^%d+$') then cur = tonumber(raw) end
 local prev = tonumber(ARGV[2])
 if prev >= 0 and cur ~= prev then return -1 end
 local nv = cur + 1
@@ -473,19 +477,34 @@ func (l loginStore) Load(ctx context.Context) ([]byte, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	var ver int64
-	if s, ok := vals[1].(string); ok {
-		ver, _ = strconv.ParseInt(s, 10, 64)
-	}
+	ver, verr := loginVersion(vals[1])
 	s, ok := vals[0].(string)
 	if !ok || s == "" {
-		return nil, ver, nil
+		return nil, ver, verr
 	}
 	plain, err := l.f.sl.Open([]byte(s), []byte(key))
 	if err != nil {
 		return nil, ver, auth.ErrStoreKey
 	}
-	return plain, ver, nil
+	return plain, ver, verr
+}
+
+// loginVersion reads the login's "ver" field as saveLogin does: missing is 0;
+// anything but a whole number of up to 15 digits is an error wrapping
+// auth.ErrLoginVersion, and counts as 0. The error does not quote the field.
+func loginVersion(v any) (int64, error) {
+	s, ok := v.(string)
+	if !ok {
+		return 0, nil
+	}
+	if len(s) == 0 || len(s) > 15 || strings.Trim(s, "0123456789") != "" {
+		return 0, fmt.Errorf("%w: counted as 0, so the next write replaces it", auth.ErrLoginVersion)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: counted as 0, so the next write replaces it", auth.ErrLoginVersion)
+	}
+	return n, nil
 }
 
 func (l loginStore) Save(ctx context.Context, data []byte, prev int64) (int64, error) {
