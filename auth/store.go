@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/boxproxy/boxproxy/internal/safefile"
 	"github.com/boxproxy/boxproxy/seal"
 )
 
@@ -86,7 +87,7 @@ func encodeFile(st storeData, sl *seal.Box) ([]byte, error) {
 }
 
 // maxStoreSize bounds how much of a token store file is read.
-const maxStoreSize = 1 << 20
+const maxStoreSize = safefile.MaxSize
 
 // StoredUser is who logged in, as far as boxproxy learned it from Box's
 // /2.0/users/me after the login.
@@ -248,18 +249,9 @@ func loadStore(path string, sl *seal.Box, warn func(msg string)) (storeData, boo
 	if err != nil {
 		return storeData{}, false, fmt.Errorf("cannot stat: %v", pathErr(err))
 	}
-	if fi.IsDir() {
-		return storeData{}, false, errors.New("is a directory, not a file")
-	}
-	if !fi.Mode().IsRegular() {
-		return storeData{}, false, errors.New("is not a regular file")
-	}
-	if fi.Size() > maxStoreSize {
-		return storeData{}, false, fmt.Errorf("is %d bytes, too large for a token store", fi.Size())
-	}
-	data, err := os.ReadFile(path)
+	data, err := safefile.Read(path, maxStoreSize)
 	if err != nil {
-		return storeData{}, false, fmt.Errorf("cannot read: %v", pathErr(err))
+		return storeData{}, false, fmt.Errorf("cannot read the file: %v", err)
 	}
 	st, plain, err := decodeFile(data, sl)
 	if err != nil {
@@ -391,7 +383,7 @@ func writeJournal(path string, sl *seal.Box, st storeData) error {
 // after writeJournal (it holds a refresh token that the store lacks), and
 // removes a journal that is not needed.
 func recoverJournal(path string, sl *seal.Box, st storeData) (storeData, bool) {
-	data, err := os.ReadFile(journalPath(path))
+	data, err := safefile.Read(journalPath(path), maxStoreSize)
 	if err != nil {
 		return st, false
 	}
@@ -426,14 +418,4 @@ func syncDir(dir string) {
 }
 
 // pathErr drops the path from an *os.PathError (the caller names the store).
-func pathErr(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	var le *os.LinkError
-	if errors.As(err, &le) {
-		return le.Err
-	}
-	return err
-}
+func pathErr(err error) error { return safefile.Unwrap(err) }
