@@ -269,6 +269,9 @@ func loadStore(path string, sl *seal.Box, warn func(msg string)) (storeData, boo
 	return st, plain, nil
 }
 
+// Errors here never name the path (the caller names BOXPROXY_TOKEN_STORE):
+// a refresh token pasted into the variable would be a valid file name.
+
 // checkStoreDir makes sure that new versions of the store can be written next
 // to path: a refresh token that Box has rotated but that cannot be saved is a
 // lost login, so an unwritable directory is an error at start, not later.
@@ -276,14 +279,14 @@ func checkStoreDir(path string) error {
 	dir := filepath.Dir(path)
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("directory %s: %v", dir, pathErr(err))
+		return fmt.Errorf("the file's directory: %v", pathErr(err))
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", dir)
+		return errors.New("the file's directory is not a directory")
 	}
 	f, err := os.CreateTemp(dir, tempPrefix(path))
 	if err != nil {
-		return fmt.Errorf("cannot create files in %s (the store is replaced atomically, so its directory must be writable): %v", dir, pathErr(err))
+		return fmt.Errorf("cannot create files in the file's directory (the store is replaced atomically, so its directory must be writable): %v", pathErr(err))
 	}
 	name := f.Name()
 	_ = f.Close()
@@ -316,7 +319,7 @@ func writeStore(path string, sl *seal.Box, st storeData) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, tempPrefix(path)) // created with mode 0600
 	if err != nil {
-		return fmt.Errorf("cannot create a temporary file in %s: %v", dir, pathErr(err))
+		return fmt.Errorf("cannot create a temporary file in the store's directory: %v", pathErr(err))
 	}
 	tmp := f.Name()
 	ok := false
