@@ -438,6 +438,11 @@ func parseURL(ps *problems, name, v string) *url.URL {
 	case u.User != nil:
 		ps.add(name, "must not hold a user name or password")
 		return nil
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(v, "#"):
+		// boxproxy adds paths and queries of its own; a query here is
+		// most often a key pasted in, which the start-up line would show.
+		ps.add(name, "must not hold a query or fragment (?… or #…): give the scheme, host and path only")
+		return nil
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	return u
