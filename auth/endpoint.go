@@ -27,6 +27,10 @@ type Endpoint struct {
 	Client       *http.Client // its Timeout bounds every token request
 	Metrics      *metrics.Metrics
 	Now          func() time.Time // nil = time.Now
+	// Secrets are other secrets of the configuration (store key, inbound
+	// key, passphrase) that are redacted from the token endpoint's error
+	// answers, beside the request's own (see redactSecrets).
+	Secrets []string
 }
 
 // tokenResponse is the part of Box's answer that boxproxy uses.
@@ -81,6 +85,11 @@ func (e *Endpoint) exchange(ctx context.Context, method string, form url.Values)
 			te.Code, te.Description = sanitize(eb.Error, 64), sanitize(eb.Description, 300)
 		}
 		te.Kind = classify(resp.StatusCode, te.Code, te.Description)
+		// Kept, and so shown everywhere, only without what the request
+		// carried: an endpoint that echoes the request must not spread
+		// its secrets.
+		secrets := requestSecrets(form, e.Secrets)
+		te.Code, te.Description = redactSecrets(te.Code, secrets), redactSecrets(te.Description, secrets)
 		te.RetryAfter, _ = ParseRetryAfter(resp.Header.Get("Retry-After"))
 		return tokenResponse{}, te
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -196,11 +197,23 @@ func TestTokenEndpointErrorsAreClassified(t *testing.T) {
 func FuzzParsePrivateKey(f *testing.F) {
 	k := key(f)
 	f.Add(encryptedPKCS8(f, k, "pw"), "pw")
+	// A key asking for 2^31-1 PBKDF2 iterations: refused before any is run.
+	f.Add(withKDFParams(f, encryptedPKCS8(f, k, "pw"), func(p []any) { p[1] = big.NewInt(0x7FFFFFFF) }), "pw")
 	f.Add(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), "")
 	f.Add([]byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"), "x")
 	f.Add([]byte("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n"), "x")
+	// The bound stays far above the seeds' 2048 but low enough that no
+	// input within it stalls the fuzzer (10 million iterations take seconds
+	// uninstrumented, much longer instrumented).
+	old := maxPBKDF2Iterations
+	maxPBKDF2Iterations = 100_000
+	f.Cleanup(func() { maxPBKDF2Iterations = old })
 	f.Fuzz(func(t *testing.T, data []byte, pass string) {
+		start := time.Now()
 		k, err := ParsePrivateKey(data, pass)
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("ParsePrivateKey took %v: an input must not stall the start", d)
+		}
 		if err == nil && k == nil {
 			t.Fatal("nil key without error")
 		}

@@ -118,44 +118,48 @@ func NewOAuth(ep *Endpoint, opts OAuthOptions, log zerolog.Logger) (*OAuth, erro
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: %v", path, err)
+		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE: %v", err)
 	}
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real // replace the file the link points at, not the link
 	}
 	o.path = abs
-	st, plain, err := loadStore(abs, o.sl, func(msg string) { log.Warn().Str("token_store", abs).Msg(msg) })
+	// No message quotes the path: a refresh token pasted into
+	// BOXPROXY_TOKEN_STORE by mistake is a valid file name (README, "No
+	// value in any error").
+	st, plain, err := loadStore(abs, o.sl, func(msg string) { log.Warn().Str("token_store", "file").Msg(msg) })
 	if errors.Is(err, ErrStoreKey) {
-		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: %w", path, err)
+		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE: %w", err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: %v (fix the file or remove it; without it boxproxy must log in again)", path, err)
+		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE: %v (fix the file or remove it; without it boxproxy must log in again)", err)
 	}
 	if err := checkStoreDir(abs); err != nil {
-		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: %v", path, err)
+		return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE: %v", err)
 	}
 	cleanTemps(abs)
 	if js, ok := recoverJournal(abs, o.sl, st); ok {
 		// A crash came between Box's answer to a refresh and the store's
 		// replacement: the journal holds the only refresh token Box accepts.
 		if err := writeStore(abs, o.sl, js); err != nil {
-			return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: cannot save the tokens of an interrupted refresh: %v", path, err)
+			return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE: cannot save the tokens of an interrupted refresh: %v", pathErr(err))
 		}
-		log.Warn().Str("token_store", abs).Msg("oauth: took over the tokens of a refresh that a crash interrupted")
+		log.Warn().Str("token_store", "file").Msg("oauth: took over the tokens of a refresh that a crash interrupted")
 		st, plain = js, false
 	}
 	if plain {
 		if err := writeStore(abs, o.sl, st); err != nil {
-			return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE %s: cannot rewrite the unencrypted store encrypted: %v", path, err)
+			return nil, fmt.Errorf("BOXPROXY_TOKEN_STORE: cannot rewrite the unencrypted store encrypted: %v", pathErr(err))
 		}
-		log.Warn().Str("token_store", abs).Msg("oauth: the token store was unencrypted (an older boxproxy); rewritten encrypted with BOXPROXY_STORE_KEY")
+		log.Warn().Str("token_store", "file").Msg("oauth: the token store was unencrypted (an older boxproxy); rewritten encrypted with BOXPROXY_STORE_KEY")
 	}
 	o.st = st
-	o.logState(abs)
+	o.logState("file")
 	return o, nil
 }
 
-// logState says at start whether a login is there.
+// logState says at start whether a login is there, and where it is kept
+// ("file" or "Redis", never the file's path).
 func (o *OAuth) logState(where string) {
 	st, now := o.st, o.ep.now()
 	switch {
@@ -204,7 +208,7 @@ func (o *OAuth) loadShared(path string) error {
 		o.log.Warn().Err(err).Msg("oauth: cannot copy the token store's login to Redis")
 		return nil
 	}
-	o.log.Warn().Str("token_store", path).Msg("oauth: the fleet had no login; took over the token store file's login (the file is no longer used: remove it)")
+	o.log.Warn().Str("token_store", "file").Msg("oauth: the fleet had no login; took over the token store file's login (the file is no longer used: remove it)")
 	return nil
 }
 
@@ -509,9 +513,9 @@ func (o *OAuth) saveLocked() error {
 	}
 	if err := writeStore(o.path, o.sl, o.st); err != nil {
 		o.dirty = true
-		o.log.Error().Str("token_store", o.path).Err(err).
+		o.log.Error().Str("token_store", "file").Err(err).
 			Msg("oauth: cannot save the token store; the tokens are kept in memory only, and a restart now would lose the login")
-		return fmt.Errorf("oauth: cannot save the token store %s: %v", o.path, err)
+		return fmt.Errorf("oauth: cannot save the token store (BOXPROXY_TOKEN_STORE): %v", err)
 	}
 	o.dirty = false
 	return nil
@@ -929,7 +933,7 @@ func (o *OAuth) Logout(ctx context.Context) error {
 	if o.dirty {
 		_ = o.saveLocked()
 	}
-	where := "the token store " + o.path
+	where := "the token store (BOXPROXY_TOKEN_STORE)"
 	if o.shared != nil {
 		// Under the refresh lock: no replica rotates the refresh token
 		// between reading it here and revoking it.
@@ -964,7 +968,7 @@ func (o *OAuth) Logout(ctx context.Context) error {
 			return fmt.Errorf("the tokens were revoked at Box, but the fleet's login cannot be removed from Redis: %w", err)
 		}
 	} else if err := removeStore(o.path); err != nil {
-		return fmt.Errorf("token store %s: %v", o.path, err)
+		return fmt.Errorf("BOXPROXY_TOKEN_STORE: %v", err)
 	}
 	o.log.Info().Msg("oauth: logged out")
 	return nil

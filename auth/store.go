@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/boxproxy/boxproxy/internal/safefile"
 	"github.com/boxproxy/boxproxy/seal"
 )
 
@@ -86,7 +87,7 @@ func encodeFile(st storeData, sl *seal.Box) ([]byte, error) {
 }
 
 // maxStoreSize bounds how much of a token store file is read.
-const maxStoreSize = 1 << 20
+const maxStoreSize = safefile.MaxSize
 
 // StoredUser is who logged in, as far as boxproxy learned it from Box's
 // /2.0/users/me after the login.
@@ -287,18 +288,9 @@ func loadStore(path string, sl *seal.Box, warn func(msg string)) (storeData, boo
 	if err != nil {
 		return storeData{}, false, fmt.Errorf("cannot stat: %v", pathErr(err))
 	}
-	if fi.IsDir() {
-		return storeData{}, false, errors.New("is a directory, not a file")
-	}
-	if !fi.Mode().IsRegular() {
-		return storeData{}, false, errors.New("is not a regular file")
-	}
-	if fi.Size() > maxStoreSize {
-		return storeData{}, false, fmt.Errorf("is %d bytes, too large for a token store", fi.Size())
-	}
-	data, err := os.ReadFile(path)
+	data, err := safefile.Read(path, maxStoreSize)
 	if err != nil {
-		return storeData{}, false, fmt.Errorf("cannot read: %v", pathErr(err))
+		return storeData{}, false, fmt.Errorf("cannot read the file: %v", err)
 	}
 	st, plain, err := decodeFile(data, sl)
 	if err != nil {
@@ -316,6 +308,9 @@ func loadStore(path string, sl *seal.Box, warn func(msg string)) (storeData, boo
 	return st, plain, nil
 }
 
+// Errors here never name the path (the caller names BOXPROXY_TOKEN_STORE):
+// a refresh token pasted into the variable would be a valid file name.
+
 // checkStoreDir makes sure that new versions of the store can be written next
 // to path: a refresh token that Box has rotated but that cannot be saved is a
 // lost login, so an unwritable directory is an error at start, not later.
@@ -323,14 +318,14 @@ func checkStoreDir(path string) error {
 	dir := filepath.Dir(path)
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("directory %s: %v", dir, pathErr(err))
+		return fmt.Errorf("the file's directory: %v", pathErr(err))
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", dir)
+		return errors.New("the file's directory is not a directory")
 	}
 	f, err := os.CreateTemp(dir, tempPrefix(path))
 	if err != nil {
-		return fmt.Errorf("cannot create files in %s (the store is replaced atomically, so its directory must be writable): %v", dir, pathErr(err))
+		return fmt.Errorf("cannot create files in the file's directory (the store is replaced atomically, so its directory must be writable): %v", pathErr(err))
 	}
 	name := f.Name()
 	_ = f.Close()
@@ -363,7 +358,7 @@ func writeStore(path string, sl *seal.Box, st storeData) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, tempPrefix(path)) // created with mode 0600
 	if err != nil {
-		return fmt.Errorf("cannot create a temporary file in %s: %v", dir, pathErr(err))
+		return fmt.Errorf("cannot create a temporary file in the store's directory: %v", pathErr(err))
 	}
 	tmp := f.Name()
 	ok := false
@@ -430,7 +425,7 @@ func writeJournal(path string, sl *seal.Box, st storeData) error {
 // after writeJournal (it holds a refresh token that the store lacks), and
 // removes a journal that is not needed.
 func recoverJournal(path string, sl *seal.Box, st storeData) (storeData, bool) {
-	data, err := os.ReadFile(journalPath(path))
+	data, err := safefile.Read(journalPath(path), maxStoreSize)
 	if err != nil {
 		return st, false
 	}
@@ -465,14 +460,4 @@ func syncDir(dir string) {
 }
 
 // pathErr drops the path from an *os.PathError (the caller names the store).
-func pathErr(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	var le *os.LinkError
-	if errors.As(err, &le) {
-		return le.Err
-	}
-	return err
-}
+func pathErr(err error) error { return safefile.Unwrap(err) }

@@ -150,10 +150,13 @@ func TestBrokenStoreStopsTheStartWithAClearError(t *testing.T) {
 				t.Fatalf("NewOAuth accepted a broken store (logged in: %v)", o.LoggedIn())
 			}
 			msg := err.Error()
-			for _, want := range []string{"BOXPROXY_TOKEN_STORE", path, tc.wantMsg} {
+			for _, want := range []string{"BOXPROXY_TOKEN_STORE: ", tc.wantMsg} {
 				if !strings.Contains(msg, want) {
 					t.Errorf("error %q does not mention %q", msg, want)
 				}
+			}
+			if strings.Contains(msg, "tokens.json") {
+				t.Errorf("error %q quotes BOXPROXY_TOKEN_STORE's value", msg)
 			}
 			if strings.Contains(msg, "Secret") {
 				t.Errorf("error quotes a token: %q", msg)

@@ -80,7 +80,7 @@ func (r *runner) login(cmd *cobra.Command) error {
 		}
 		switch {
 		case res.err == nil:
-			fmt.Fprintf(r.stdout, "logged in as %s; tokens saved in %s\n", res.who, s.Auth().OAuth.Path())
+			fmt.Fprintf(r.stdout, "logged in as %s; tokens saved in %s\n", res.who, storeName(cfg))
 			return nil
 		case errors.Is(res.err, context.DeadlineExceeded):
 			return fmt.Errorf("no login within %s: run boxproxy login again (BOXPROXY_LOGIN_TIMEOUT sets the wait)", timeout)
@@ -111,10 +111,10 @@ func (r *runner) logout(cmd *cobra.Command) error {
 			if err := o.Logout(context.Background()); err != nil {
 				return err
 			}
-			fmt.Fprintf(r.stdout, "not logged in (Box had already rejected the saved login); removed %s\n", o.Path())
+			fmt.Fprintf(r.stdout, "not logged in (Box had already rejected the saved login); removed %s\n", storeName(cfg))
 			return nil
 		}
-		fmt.Fprintf(r.stdout, "not logged in (no tokens in %s); nothing to do\n", o.Path())
+		fmt.Fprintf(r.stdout, "not logged in (no tokens in %s); nothing to do\n", storeName(cfg))
 		return nil
 	}
 	who := o.User()
@@ -123,6 +123,16 @@ func (r *runner) logout(cmd *cobra.Command) error {
 	if err := o.Logout(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(r.stdout, "logged out %s: tokens revoked at Box and %s removed\n", who, o.Path())
+	fmt.Fprintf(r.stdout, "logged out %s: tokens revoked at Box and %s removed\n", who, storeName(cfg))
 	return nil
+}
+
+// storeName names where the login is kept without quoting
+// BOXPROXY_TOKEN_STORE's value: a refresh token pasted into it by mistake is
+// a valid file name, and output gets copied into tickets and CI logs.
+func storeName(cfg *config.Config) string {
+	if cfg.RedisURL != "" {
+		return "the fleet's login in Redis"
+	}
+	return "the token store (BOXPROXY_TOKEN_STORE)"
 }

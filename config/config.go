@@ -9,17 +9,23 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/boxproxy/boxproxy/internal/safefile"
 )
 
 // Prefix is the prefix of every variable.
 const Prefix = "BOXPROXY_"
+
+// MaxCAFileSize bounds BOXPROXY_UPSTREAM_CA_FILE (a full bundle of public
+// roots is about 200 KiB); every other file a variable names (secrets, the
+// JWT app configuration and key) is at most safefile.MaxSize (1 MiB).
+const MaxCAFileSize = 16 << 20
 
 // Auth methods.
 const (
@@ -167,13 +173,13 @@ func expandFiles(environ []string, ps *problems) map[string]string {
 			ps.add(name+"_FILE", "%s%s is set too: set only one of them", Prefix, name)
 			continue
 		}
-		data, err := os.ReadFile(strings.TrimSpace(path))
+		data, err := safefile.Read(strings.TrimSpace(path), safefile.MaxSize)
 		if err != nil {
 			hint := valueHint(path)
 			if hint == "" {
 				hint = "; to give the value itself, set " + Prefix + name + " instead"
 			}
-			ps.add(name+"_FILE", "cannot read the file it names (%v): it takes the path of %s%s", UnwrapPathError(err), what, hint)
+			ps.add(name+"_FILE", "cannot read the file it names (%v): it takes the path of %s%s", err, what, hint)
 			ps.mark(name)
 			continue
 		}
@@ -190,13 +196,7 @@ func expandFiles(environ []string, ps *problems) map[string]string {
 
 // UnwrapPathError drops the path and operation of an *os.PathError, for
 // messages that already name the file (or must not repeat it).
-func UnwrapPathError(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
+func UnwrapPathError(err error) error { return safefile.Unwrap(err) }
 
 // envProblems turns the env library's errors into Problems, never with a variable's value.
 func envProblems(err error, ps *problems) {
@@ -382,7 +382,7 @@ func (c *Config) check(ps *problems) {
 		}
 	}
 	if c.UpstreamCAFile != "" {
-		if data, ok := readPath(ps, "UPSTREAM_CA_FILE", c.UpstreamCAFile, "a PEM file of CA certificates"); ok && !bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")) {
+		if data, ok := readPath(ps, "UPSTREAM_CA_FILE", c.UpstreamCAFile, "a PEM file of CA certificates", MaxCAFileSize); ok && !bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")) {
 			ps.add("UPSTREAM_CA_FILE", "the file it names holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 		}
 	}
@@ -437,6 +437,11 @@ func parseURL(ps *problems, name, v string) *url.URL {
 		return nil
 	case u.User != nil:
 		ps.add(name, "must not hold a user name or password")
+		return nil
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(v, "#"):
+		// boxproxy adds paths and queries of its own; a query here is
+		// most often a key pasted in, which the start-up line would show.
+		ps.add(name, "must not hold a query or fragment (?… or #…): give the scheme, host and path only")
 		return nil
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")

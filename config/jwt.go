@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
+
+	"github.com/boxproxy/boxproxy/internal/safefile"
 )
 
 // The jwt method's settings come from the JSON app configuration that the Box
@@ -44,7 +45,7 @@ func (c *Config) resolveJWT(ps *problems) {
 	if c.JWTPrivateKey != "" {
 		if looksPEM(c.JWTPrivateKey) {
 			key = []byte(c.JWTPrivateKey)
-		} else if data, ok := readPath(ps, "JWT_PRIVATE_KEY", c.JWTPrivateKey, "a PEM private key file (or the PEM text itself)"); ok {
+		} else if data, ok := readPath(ps, "JWT_PRIVATE_KEY", c.JWTPrivateKey, "a PEM private key file (or the PEM text itself)", safefile.MaxSize); ok {
 			if bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
 				ps.add("JWT_PRIVATE_KEY", "the file it names holds JSON, not a PEM key: the Developer Console's JSON file goes in %sJWT_CONFIG", Prefix)
 			} else {
@@ -56,7 +57,7 @@ func (c *Config) resolveJWT(ps *problems) {
 		var data []byte
 		if strings.HasPrefix(strings.TrimSpace(c.JWTConfig), "{") {
 			data = []byte(c.JWTConfig)
-		} else if d, ok := readPath(ps, "JWT_CONFIG", c.JWTConfig, "the JSON app configuration from the Box Developer Console (or the JSON text itself)"); ok {
+		} else if d, ok := readPath(ps, "JWT_CONFIG", c.JWTConfig, "the JSON app configuration from the Box Developer Console (or the JSON text itself)", safefile.MaxSize); ok {
 			data = d
 		} else {
 			return
@@ -142,13 +143,14 @@ func (c *Config) resolveJWT(ps *problems) {
 	}
 }
 
-// readPath reads the file that variable name names. Its errors never hold
-// the value: a value put in a path variable by mistake is often the secret
-// itself.
-func readPath(ps *problems, name, path, what string) ([]byte, bool) {
-	data, err := os.ReadFile(strings.TrimSpace(path))
+// readPath reads the file that variable name names: a regular file of at
+// most limit bytes (never a device or a FIFO, see safefile). Its errors never
+// hold the value: a value put in a path variable by mistake is often the
+// secret itself.
+func readPath(ps *problems, name, path, what string, limit int64) ([]byte, bool) {
+	data, err := safefile.Read(strings.TrimSpace(path), limit)
 	if err != nil {
-		ps.add(name, "cannot read the file it names (%v): it takes the path of %s%s", UnwrapPathError(err), what, valueHint(path))
+		ps.add(name, "cannot read the file it names (%v): it takes the path of %s%s", err, what, valueHint(path))
 		return nil, false
 	}
 	return data, true

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"github.com/boxproxy/boxproxy/apierr"
 	"github.com/boxproxy/boxproxy/auth"
 	"github.com/boxproxy/boxproxy/config"
+	"github.com/boxproxy/boxproxy/internal/safefile"
 	"github.com/boxproxy/boxproxy/metrics"
 )
 
@@ -147,16 +147,19 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 
 // CertPool is the system roots plus the PEM certificates in file.
 func CertPool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
+	// Bounded and never a device or FIFO (config.Load checked it first; this
+	// is the same check for what may have changed since). The errors name the
+	// variable, never the path.
+	pem, err := safefile.Read(strings.TrimSpace(file), config.MaxCAFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("BOXPROXY_UPSTREAM_CA_FILE: cannot read %s: %v", file, config.UnwrapPathError(err))
+		return nil, fmt.Errorf("BOXPROXY_UPSTREAM_CA_FILE: cannot read the file it names (%v)", err)
 	}
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("BOXPROXY_UPSTREAM_CA_FILE: %s holds no PEM certificate", file)
+		return nil, errors.New("BOXPROXY_UPSTREAM_CA_FILE: the file it names holds no PEM certificate")
 	}
 	return pool, nil
 }

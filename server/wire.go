@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -104,6 +105,7 @@ func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth,
 		URL: cfg.TokenURL, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
 		Client:  &http.Client{Timeout: cfg.TokenTimeout, Transport: tt},
 		Metrics: m,
+		Secrets: otherSecrets(cfg),
 	}
 	a.Client = &http.Client{Timeout: 10 * time.Second, Transport: tt,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -166,6 +168,17 @@ func NewAuth(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*Auth,
 		a.OAuth.OnLogin(c.Purge)
 	}
 	return a, nil
+}
+
+// otherSecrets are the configuration's secrets that a token request does not
+// carry, redacted all the same from what the token endpoint answers.
+func otherSecrets(cfg *config.Config) []string {
+	out := []string{cfg.StoreKey, cfg.InboundKey, cfg.JWTPassphrase, cfg.DeveloperToken}
+	if u, err := url.Parse(cfg.RedisURL); err == nil && u.User != nil {
+		p, _ := u.User.Password()
+		out = append(out, p)
+	}
+	return out
 }
 
 // openFleet connects to BOXPROXY_REDIS_URL. The namespace is the app (grant,
