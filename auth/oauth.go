@@ -279,6 +279,17 @@ func (o *OAuth) currentLocked(now time.Time, entered uint64) (Token, bool) {
 	return NewToken(st.AccessToken, st.AccessExpiry), true
 }
 
+// lockFleet takes the fleet's refresh lock, waiting at most lockWait, and
+// counts the wait. Refreshes, logins and logouts change the login under it.
+func (o *OAuth) lockFleet(ctx context.Context) (unlock func(), err error) {
+	lctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	start := time.Now()
+	unlock, err = o.shared.Lock(lctx)
+	o.m.FleetLockWait(time.Since(start))
+	return unlock, err
+}
+
 // refreshLocked buys a new access token with the refresh token, unless take,
 // asked again once this process knows the latest login (another process or
 // replica may have refreshed meanwhile), yields a token or says that none is
@@ -286,11 +297,7 @@ func (o *OAuth) currentLocked(now time.Time, entered uint64) (Token, bool) {
 // another process rotated it meanwhile; it never loops.
 func (o *OAuth) refreshLocked(ctx context.Context, take func() (Token, bool)) (Token, error) {
 	if o.shared != nil {
-		lctx, cancel := context.WithTimeout(ctx, lockWait)
-		start := time.Now()
-		unlock, err := o.shared.Lock(lctx)
-		cancel()
-		o.m.FleetLockWait(time.Since(start))
+		unlock, err := o.lockFleet(ctx)
 		if err != nil {
 			o.log.Warn().Err(err).Msg("oauth: cannot take the fleet's refresh lock; not refreshing")
 			// err wraps ErrFleet.
@@ -819,11 +826,7 @@ func (o *OAuth) Exchange(ctx context.Context, code, redirectURI string) error {
 	}
 	release := func() {}
 	if o.shared != nil {
-		lctx, cancel := context.WithTimeout(ctx, lockWait)
-		start := time.Now()
-		unlock, err := o.shared.Lock(lctx)
-		cancel()
-		o.m.FleetLockWait(time.Since(start))
+		unlock, err := o.lockFleet(ctx)
 		if err != nil {
 			o.mu.Unlock()
 			return fmt.Errorf("oauth: the login was not completed: cannot take the fleet's refresh lock (log in again): %w", err)
@@ -938,9 +941,7 @@ func (o *OAuth) Logout(ctx context.Context) error {
 		// Under the refresh lock: no replica rotates the refresh token
 		// between reading it here and revoking it.
 		where = "the fleet's login in Redis"
-		lctx, cancel := context.WithTimeout(ctx, lockWait)
-		unlock, err := o.shared.Lock(lctx)
-		cancel()
+		unlock, err := o.lockFleet(ctx)
 		if err != nil {
 			return fmt.Errorf("cannot take the fleet's refresh lock, so nothing was revoked (run logout again): %w", err)
 		}
