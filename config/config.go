@@ -344,7 +344,9 @@ func (c *Config) check(ps *problems) {
 	}
 	c.Public = parseURL(ps, "PUBLIC_URL", c.PublicURL)
 	parseURL(ps, "TOKEN_URL", c.TokenURL)
-	parseURL(ps, "AUTHORIZE_URL", c.AuthorizeURL)
+	// Box's authorization page takes parameters of its own (scope, …):
+	// boxproxy adds its parameters after them.
+	parseURLWith(ps, "AUTHORIZE_URL", c.AuthorizeURL, true)
 
 	if c.InboundKey != "" && len(c.InboundKey) < 16 {
 		ps.add("INBOUND_KEY", "too short: use at least 16 characters (e.g. openssl rand -hex 32)")
@@ -429,7 +431,11 @@ func (c *Config) forbid(ps *problems, method string, kv ...string) {
 	}
 }
 
-func parseURL(ps *problems, name, v string) *url.URL {
+func parseURL(ps *problems, name, v string) *url.URL { return parseURLWith(ps, name, v, false) }
+
+// parseURLWith parses an http(s) URL variable; query says whether it may
+// carry a query (never a fragment).
+func parseURLWith(ps *problems, name, v string, query bool) *url.URL {
 	u, err := url.Parse(v)
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
@@ -438,7 +444,10 @@ func parseURL(ps *problems, name, v string) *url.URL {
 	case u.User != nil:
 		ps.add(name, "must not hold a user name or password")
 		return nil
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(v, "#"):
+	case query && (u.Fragment != "" || strings.Contains(v, "#")):
+		ps.add(name, "must not hold a fragment (#…)")
+		return nil
+	case !query && (u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(v, "#")):
 		// boxproxy adds paths and queries of its own; a query here is
 		// most often a key pasted in, which the start-up line would show.
 		ps.add(name, "must not hold a query or fragment (?… or #…): give the scheme, host and path only")

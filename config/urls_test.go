@@ -14,7 +14,7 @@ import (
 // line.
 func TestConfigURLsWithAQueryOrFragmentAreRefused(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"API_URL", "UPLOAD_URL", "TOKEN_URL", "AUTHORIZE_URL", "PUBLIC_URL"} {
+	for _, name := range []string{"API_URL", "UPLOAD_URL", "TOKEN_URL", "PUBLIC_URL"} {
 		for _, tail := range []string{"?k=" + secret, "/?" + secret, "#" + secret, "?", "#"} {
 			v := "https://example.com/base" + tail
 			_, err := config.Load(env(ccg, "BOXPROXY_"+name+"="+v))
@@ -28,6 +28,26 @@ func TestConfigURLsWithAQueryOrFragmentAreRefused(t *testing.T) {
 		}
 		if _, err := config.Load(env(ccg, "BOXPROXY_"+name+"=https://example.com/base/")); err != nil {
 			t.Errorf("%s without a query: %v", name, err)
+		}
+	}
+}
+
+// Box's authorization page takes parameters of its own (scope=…): the
+// authorize URL may carry a query, which the login link keeps before
+// boxproxy's own parameters; a fragment is still refused.
+func TestConfigAuthorizeURLMayCarryAQueryButNoFragment(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(env(ccg, "BOXPROXY_AUTHORIZE_URL=https://account.box.com/api/oauth2/authorize?scope=root_readonly"))
+	if err != nil {
+		t.Fatalf("an authorize URL with a query: %v", err)
+	}
+	if c.AuthorizeURL != "https://account.box.com/api/oauth2/authorize?scope=root_readonly" {
+		t.Errorf("AuthorizeURL = %q", c.AuthorizeURL)
+	}
+	for _, tail := range []string{"#" + secret, "?a=1#x", "#"} {
+		_, err := config.Load(env(ccg, "BOXPROXY_AUTHORIZE_URL=https://account.box.com/authorize"+tail))
+		if err == nil || !strings.Contains(err.Error(), "BOXPROXY_AUTHORIZE_URL: ") || !strings.Contains(err.Error(), "fragment") || strings.Contains(err.Error(), marker) {
+			t.Errorf("authorize URL with %q: %v; want an error naming the variable and the fragment, quoting nothing", tail, err)
 		}
 	}
 }
