@@ -40,7 +40,11 @@ type Cache struct {
 	lru     *lru.Cache[Subject, *entry]
 	flights singleflight.Group
 	mu      sync.Mutex // orders writes of entries (stores and invalidations)
-	o       CacheOptions
+	// purges counts Purge calls (written under mu): a fetch that a purge
+	// overtook does not store its answer, which may belong to the login
+	// the purge dropped.
+	purges atomic.Uint64
+	o      CacheOptions
 	log     zerolog.Logger
 
 	// churn: valid tokens evicted since churnSince, for the "cache too
@@ -199,6 +203,7 @@ func (c *Cache) Invalidate(s Subject, access string) bool {
 func (c *Cache) Purge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.purges.Add(1)
 	for _, k := range c.lru.Keys() {
 		c.lru.Add(k, &entry{})
 	}
@@ -312,6 +317,7 @@ func (c *Cache) fetch(s Subject) (any, error) {
 	}
 	defer c.end()
 	start := c.o.Now()
+	purges := c.purges.Load()
 	if e, ok := c.lru.Peek(s); ok && e.usable(start) && (e.refreshAt.IsZero() || start.Before(e.refreshAt)) {
 		return e.tok, nil // another flight stored a fresh token just before this one began
 	}
@@ -368,6 +374,13 @@ func (c *Cache) fetch(s Subject) (any, error) {
 		ev.Str("subject", s.String()).Str("method", c.src.Method()).Int("failures", ne.failures).
 			Dur("retry_in_ms", wait).Err(err).Msg("token request failed")
 		return Token{}, err
+	}
+	if c.purges.Load() != purges {
+		// A login changed while this request was out (Purge): its answer
+		// goes to the callers that waited for it, and is not kept. The next
+		// request asks again, and gets the current login's token.
+		c.log.Debug().Str("subject", s.String()).Msg("token not kept: the login changed while it was fetched")
+		return tok, nil
 	}
 	c.lru.Add(s, newEntry(tok, obtained, now))
 	c.log.Debug().Str("subject", s.String()).Str("method", c.src.Method()).

@@ -365,3 +365,51 @@ func TestCacheCloseGivesUpWhenItsContextEnds(t *testing.T) {
 		t.Fatalf("no log line says that the shutdown gave up waiting:\n%s", logs)
 	}
 }
+
+// purgeGatedSource answers each Token call once release is sent a value; it
+// counts the calls.
+type purgeGatedSource struct {
+	calls   atomic.Int64
+	started chan struct{}
+	release chan string
+}
+
+func (s *purgeGatedSource) Method() string { return "test" }
+
+func (s *purgeGatedSource) Token(ctx context.Context, _ Subject) (Token, error) {
+	s.calls.Add(1)
+	s.started <- struct{}{}
+	return NewToken(<-s.release, time.Now().Add(time.Hour)), nil
+}
+
+// A login that changes while a token is being fetched (Purge, run by the
+// oauth login hook) must not leave the previous login's token in the cache:
+// the callers that waited get it, and the next request asks again.
+func TestAPurgeDuringAFetchKeepsThePreviousLoginsTokenOutOfTheCache(t *testing.T) {
+	src := &purgeGatedSource{started: make(chan struct{}, 2), release: make(chan string, 2)}
+	c := newTestCache(t, src, CacheOptions{})
+	s := Subject{User, "7"}
+	got := make(chan string, 1)
+	go func() {
+		tok, err := c.Token(context.Background(), s)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- tok.Access()
+	}()
+	<-src.started
+	c.Purge() // the login changed while the first request was at the Source
+	src.release <- "token-of-login-A"
+	if tok := <-got; tok != "token-of-login-A" {
+		t.Fatalf("the waiting caller got %q", tok)
+	}
+	src.release <- "token-of-login-B"
+	tok, err := c.Token(context.Background(), s)
+	if err != nil || tok.Access() != "token-of-login-B" {
+		t.Fatalf("after the purge: %q, %v; want the current login's token (the previous one was not kept)", tok.Access(), err)
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Errorf("%d token requests, want 2", n)
+	}
+}
