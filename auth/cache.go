@@ -45,7 +45,7 @@ type Cache struct {
 	// the purge dropped.
 	purges atomic.Uint64
 	o      CacheOptions
-	log     zerolog.Logger
+	log    zerolog.Logger
 
 	// churn: valid tokens evicted since churnSince, for the "cache too
 	// small" warning.
