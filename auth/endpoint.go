@@ -82,14 +82,17 @@ func (e *Endpoint) exchange(ctx context.Context, method string, form url.Values)
 			Description string `json:"error_description"`
 		}
 		if json.Unmarshal(body, &eb) == nil {
-			te.Code, te.Description = sanitize(eb.Error, 64), sanitize(eb.Description, 300)
+			// Cut to length only after redaction, so that no end of a
+			// secret that the cut would split survives it.
+			te.Code, te.Description = sanitize(eb.Error, 4<<10), sanitize(eb.Description, 4<<10)
 		}
 		te.Kind = classify(resp.StatusCode, te.Code, te.Description)
 		// Kept, and so shown everywhere, only without what the request
 		// carried: an endpoint that echoes the request must not spread
 		// its secrets.
 		secrets := requestSecrets(form, e.Secrets)
-		te.Code, te.Description = redactSecrets(te.Code, secrets), redactSecrets(te.Description, secrets)
+		te.Code = sanitize(redactSecrets(te.Code, secrets), 64)
+		te.Description = sanitize(redactSecrets(te.Description, secrets), 300)
 		te.RetryAfter, _ = ParseRetryAfter(resp.Header.Get("Retry-After"))
 		return tokenResponse{}, te
 	}

@@ -123,3 +123,23 @@ func TestRedactSecretsKeepsWhatIsNotSecret(t *testing.T) {
 		}
 	}
 }
+
+// An echo that the 300-character limit cuts inside a secret leaves none of
+// that secret: redaction comes before the cut.
+func TestTokenEndpointEchoCutInsideASecretLeavesNoneOfIt(t *testing.T) {
+	const refresh = "REFRESHtokenQ8w7e6r5t4y3u2i1o0pZ"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": strings.Repeat("y", 295) + refresh})
+	}))
+	defer srv.Close()
+	ep := &Endpoint{URL: srv.URL, ClientID: "cid", ClientSecret: "client-secret-value", Client: srv.Client()}
+	_, err := ep.Exchange(t.Context(), "oauth", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}})
+	var te *TokenError
+	if !errors.As(err, &te) {
+		t.Fatalf("%v is not a TokenError", err)
+	}
+	if strings.Contains(te.Description, refresh[:4]) || len(te.Description) > 300 {
+		t.Errorf("description %q (%d bytes): want no start of the refresh token, at most 300 bytes", te.Description[280:], len(te.Description))
+	}
+}
