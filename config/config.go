@@ -75,7 +75,7 @@ type Config struct {
 	QuitEndpoint    bool          `env:"QUIT_ENDPOINT" envDefault:"false" help:"serve POST /quitquitquit (ends a sidecar when a Job is done)"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat       string        `env:"LOG_FORMAT" envDefault:"json" help:"json or console"`
-	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"5m" help:"longest wait for Box's answer head once the request is sent"`
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"5m" help:"longest wait for Box's answer head once the request is sent, and longest Box may take none of a request body being sent"`
 	UpstreamCAFile  string        `env:"UPSTREAM_CA_FILE" helpDefault:"system roots" help:"PEM file of CA certificates trusted for Box's TLS (for egress proxies that re-sign TLS); added to the system roots"`
 	AdminListen     string        `env:"ADMIN_LISTEN" helpDefault:"probes on BOXPROXY_LISTEN" help:"address serving /healthz, /readyz and /metrics without Host check or inbound key; forwards nothing"`
 	RedisURL        string        `env:"REDIS_URL" secret:"true" what:"the Redis URL" helpDefault:"each process alone" help:"redis:// or rediss:// URL: replicas of one app share their token cache and their OAuth login"`

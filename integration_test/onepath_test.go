@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -281,6 +282,95 @@ func TestOnePathUpstreamTimeoutBoundsTheWaitForBoxsAnswer(t *testing.T) {
 	if resp, body := p.Get(t, "/2.0/test/slow?ms=10"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("a prompt answer: %d %s", resp.StatusCode, body)
 	}
+}
+
+// BOXPROXY_UPSTREAM_TIMEOUT also bounds a request body that Box (or an
+// egress proxy) stops reading: through the real binary, a kept and a
+// streamed upload to an upstream that accepts and never reads get a prompt
+// JSON 504, and so does (in its access line) one whose client hung up while
+// it waited; nothing stays in flight.
+func TestOnePathUpstreamTimeoutBoundsAStalledBodyWrite(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn // read nothing, close nothing until the end
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	box := startBox(t)
+	bp := startBinary(t, box, append(ccgEnv(box), "BOXPROXY_UPLOAD_URL=http://"+ln.Addr().String(), "BOXPROXY_UPSTREAM_TIMEOUT=1s")...)
+	c := &http.Client{Timeout: 20 * time.Second}
+	for _, size := range []int{10 << 20, 40 << 20} { // kept (BOXPROXY_RETRY_BODY_LIMIT), streamed
+		start := time.Now()
+		resp, err := c.Post(bp.URL+"/api/2.0/files/content", "application/octet-stream", bytes.NewReader(make([]byte, size)))
+		if err != nil {
+			t.Fatalf("%d bytes to a Box that stopped reading: no answer after %s: %v", size, time.Since(start).Round(time.Millisecond), err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(start)
+		e := decodeBoxError(t, resp, body)
+		if resp.StatusCode != http.StatusGatewayTimeout || e.Code != "upstream_timeout" || !strings.Contains(e.Message, "stopped reading the request body") {
+			t.Fatalf("%d bytes to a Box that stopped reading: %d %+v, want 504 upstream_timeout naming the body", size, resp.StatusCode, e)
+		}
+		if took > 8*time.Second {
+			t.Errorf("%d bytes: the 504 took %s; the timeout is 1s (plus 1s for 100 Continue)", size, took)
+		}
+	}
+
+	// The client hangs up mid-body: Go's server cannot tell while the body
+	// is unread, the stall bound ends the request.
+	raw, err := net.Dial("tcp", bp.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(raw, "POST /api/2.0/files/content HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", bp.Addr, 64<<20)
+	_ = raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
+	chunk := make([]byte, 64<<10)
+	for sent := 0; sent < 32<<20; sent += len(chunk) {
+		if _, err := raw.Write(chunk); err != nil {
+			break
+		}
+	}
+	raw.Close()
+
+	lines := func() (n int) {
+		for _, l := range logLines(t, bp.Stderr.String()) {
+			if l["message"] == "request" && fmt.Sprint(l["status"]) == "504" && l["code"] == "upstream_timeout" {
+				n++
+			}
+		}
+		return n
+	}
+	waitUntil(t, 15*time.Second, func() bool { return lines() == 3 }, "three access lines with 504 upstream_timeout")
+	waitUntil(t, 5*time.Second, func() bool {
+		resp, err := http.Get(bp.URL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "\nboxproxy_requests_in_flight 1\n") // the scrape itself
+	}, "boxproxy_requests_in_flight back to 0")
 }
 
 // Every access line names the client's address; the proxy's own refusals

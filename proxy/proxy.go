@@ -104,7 +104,8 @@ func New(o Options) (*Proxy, error) {
 // TransportOptions tune the Transport towards Box.
 type TransportOptions struct {
 	// ResponseHeaderTimeout bounds the wait for Box's answer head once the
-	// request is sent (default 5 minutes).
+	// request is sent (default 5 minutes). The proxy also takes it as the
+	// longest Box may take none of a request body being sent (watchdog).
 	ResponseHeaderTimeout time.Duration
 	// CAFile names PEM certificates trusted beside the system roots.
 	CAFile string

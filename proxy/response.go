@@ -202,6 +202,10 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 // after a timeout, 502 otherwise.
 func (p *Proxy) upstreamError(route string, err error) *apierr.Error {
 	p.o.Logger.Warn().Str("route", route).Str("error", upstreamCause(err)).Msg("upstream request failed")
+	var stall *bodyStalledError
+	if errors.As(err, &stall) {
+		return &apierr.Error{Status: http.StatusGatewayTimeout, Code: "upstream_timeout", Message: "Box stopped reading the request body: none of it was taken for " + stall.bound.String() + " (BOXPROXY_UPSTREAM_TIMEOUT)"}
+	}
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		return &apierr.Error{Status: http.StatusGatewayTimeout, Code: "upstream_timeout", Message: "Box did not answer in time"}
 	}
@@ -212,7 +216,10 @@ func (p *Proxy) upstreamError(route string, err error) *apierr.Error {
 // hold the client's data).
 func upstreamCause(err error) string {
 	var oe *net.OpError
+	var stall *bodyStalledError
 	switch {
+	case errors.As(err, &stall):
+		return "Box stopped reading the request body"
 	case errors.Is(err, syscall.ECONNRESET):
 		return "connection reset"
 	case errors.Is(err, syscall.ECONNREFUSED):

@@ -100,7 +100,19 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // send makes one attempt with tok on a copy of req, with a fresh reader of
 // the kept body, or the streamed body with Expect: 100-continue.
 func (t *transport) send(req *http.Request, st *state, tok auth.Token) (*http.Response, error) {
-	out := req.WithContext(st) // a copy, without ReverseProxy's 1xx hook (see state)
+	// A body is watched while it is sent (see watchdog), under a context of
+	// the attempt's own that the watchdog can cancel.
+	start := time.Now()
+	var wd *watchdog
+	ctx := context.Context(st)
+	if bound := t.stallBound(); bound > 0 && (len(st.body) > 0 || st.stream != nil) {
+		var r io.Reader = st.stream
+		if st.body != nil {
+			r = bytes.NewReader(st.body)
+		}
+		wd, ctx = newWatchdog(st, bound, start, r)
+	}
+	out := req.WithContext(ctx) // a copy, without ReverseProxy's 1xx hook (see state)
 	// A shallow copy of the map (the values are not written to): maps.Clone
 	// copies its table whole, cheaper than adding the fields one by one.
 	out.Header = maps.Clone(req.Header)
@@ -111,8 +123,13 @@ func (t *transport) send(req *http.Request, st *state, tok auth.Token) (*http.Re
 	switch {
 	case st.body != nil:
 		body := st.body
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		if wd != nil {
+			out.Body = &wd.body
+			out.GetBody = func() (io.ReadCloser, error) { return &watchedBody{r: bytes.NewReader(body), w: wd}, nil }
+		} else {
+			out.Body = io.NopCloser(bytes.NewReader(body))
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		}
 		out.ContentLength, out.TransferEncoding = int64(len(body)), nil
 	case st.stream != nil:
 		// Box (like Go's server) checks the token before it reads a body and
@@ -122,12 +139,14 @@ func (t *transport) send(req *http.Request, st *state, tok auth.Token) (*http.Re
 		// otherwise send the body after an early answer, to keep the
 		// connection, and the body would be gone.
 		out.Body = st.stream
+		if wd != nil {
+			out.Body = &wd.body
+		}
 		out.GetBody = nil
 		out.Header["Expect"] = expectContinue
 		out.Close = true
 	}
 	st.log.Attempts++
-	start := time.Now()
 	var resp *http.Response
 	var err error
 	if t.pools != nil {
@@ -135,8 +154,32 @@ func (t *transport) send(req *http.Request, st *state, tok auth.Token) (*http.Re
 	} else {
 		resp, err = t.base.RoundTrip(out)
 	}
+	if wd != nil {
+		if stalled := wd.stop(); stalled != nil {
+			// The watchdog cancelled this attempt: name its cause rather
+			// than the cancellation's symptom.
+			if resp != nil {
+				_ = resp.Body.Close()
+			}
+			resp, err = nil, stalled
+		}
+		if err != nil {
+			wd.cancel(err)
+		}
+	}
 	t.p.o.Metrics.Upstream(st.log.Route, time.Since(start))
 	return resp, err
+}
+
+// stallBound is how long Box may take none of a request body being sent
+// before the attempt is given up (see watchdog): the upstream timeout, as
+// the Transport towards Box has it; 0 (no bound) for a RoundTripper that
+// is not net/http's.
+func (t *transport) stallBound() time.Duration {
+	if t.pools == nil {
+		return 0
+	}
+	return t.pools.template.ResponseHeaderTimeout
 }
 
 var expectContinue = []string{"100-continue"}
