@@ -40,12 +40,8 @@ type Cache struct {
 	lru     *lru.Cache[Subject, *entry]
 	flights singleflight.Group
 	mu      sync.Mutex // orders writes of entries (stores and invalidations)
-	// purges counts Purge calls (written under mu): a fetch that a purge
-	// overtook does not store its answer, which may belong to the login
-	// the purge dropped.
-	purges atomic.Uint64
-	o      CacheOptions
-	log    zerolog.Logger
+	o       CacheOptions
+	log     zerolog.Logger
 
 	// churn: valid tokens evicted since churnSince, for the "cache too
 	// small" warning.
@@ -203,7 +199,6 @@ func (c *Cache) Invalidate(s Subject, access string) bool {
 func (c *Cache) Purge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.purges.Add(1)
 	for _, k := range c.lru.Keys() {
 		c.lru.Add(k, &entry{})
 	}
@@ -307,6 +302,24 @@ func (c *Cache) end() {
 	c.fetching.Done()
 }
 
+// LoginEpocher is a Source whose tokens belong to a login that can be
+// replaced (oauth): LoginEpoch counts the logins. Its Token writes the count
+// of the login whose token it returns to the *uint64 under loginKey in its
+// context, so that the Cache does not keep a token whose login was replaced
+// while it was on its way.
+type LoginEpocher interface {
+	LoginEpoch() uint64
+}
+
+type loginKey struct{}
+
+// reportLogin writes epoch for the Cache's fetch that asked, if any.
+func reportLogin(ctx context.Context, epoch uint64) {
+	if p, ok := ctx.Value(loginKey{}).(*uint64); ok {
+		*p = epoch
+	}
+}
+
 // fetch asks the Source for s's token and stores the outcome. It runs in a
 // single flight per subject, under its own timeout: a caller that gives up
 // does not cancel the request the others wait for. Once the cache is closed
@@ -317,7 +330,6 @@ func (c *Cache) fetch(s Subject) (any, error) {
 	}
 	defer c.end()
 	start := c.o.Now()
-	purges := c.purges.Load()
 	if e, ok := c.lru.Peek(s); ok && e.usable(start) && (e.refreshAt.IsZero() || start.Before(e.refreshAt)) {
 		return e.tok, nil // another flight stored a fresh token just before this one began
 	}
@@ -340,8 +352,12 @@ func (c *Cache) fetch(s Subject) (any, error) {
 			c.log.Debug().Str("subject", s.String()).Err(err).Msg("fleet: Redis unavailable; fetching the token alone")
 		}
 	}
+	var login uint64 // the login the token belongs to, if the Source says
 	if !shared {
 		obtained = c.o.Now()
+		if _, ok := c.src.(LoginEpocher); ok {
+			ctx = context.WithValue(ctx, loginKey{}, &login)
+		}
 		tok, err = c.src.Token(ctx, s)
 	}
 	now := c.o.Now()
@@ -375,10 +391,11 @@ func (c *Cache) fetch(s Subject) (any, error) {
 			Dur("retry_in_ms", wait).Err(err).Msg("token request failed")
 		return Token{}, err
 	}
-	if c.purges.Load() != purges {
-		// A login changed while this request was out (Purge): its answer
-		// goes to the callers that waited for it, and is not kept. The next
-		// request asks again, and gets the current login's token.
+	if le, ok := c.src.(LoginEpocher); ok && !shared && le.LoginEpoch() != login {
+		// Another login replaced the one this token belongs to after the
+		// Source handed it out (an oauth replica followed a login made on
+		// another): the callers that waited get it, but it is not kept, or
+		// it would outlive the Purge that the new login causes.
 		c.log.Debug().Str("subject", s.String()).Msg("token not kept: the login changed while it was fetched")
 		return tok, nil
 	}

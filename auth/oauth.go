@@ -80,6 +80,10 @@ type OAuth struct {
 	// changed: st became another login than before (taken from the fleet):
 	// the OnLogin functions are due; unlockMu runs them once mu is released.
 	changed bool
+	// logins counts the logins this process has served (written under mu):
+	// a new one on each code exchange, logout, and login taken from the
+	// fleet or the store file that is another than memory's (LoginEpoch).
+	logins atomic.Uint64
 	// overwritten collects the refresh tokens of other, older logins that a
 	// fenced write replaced (Exchange revokes them).
 	overwritten []string
@@ -228,6 +232,7 @@ func (o *OAuth) Token(ctx context.Context, _ Subject) (Token, error) {
 	entered := o.gen.Load()
 	o.mu.Lock()
 	defer o.unlockMu()
+	defer func() { reportLogin(ctx, o.logins.Load()) }() // still under mu
 	if o.dirty {
 		if err := o.saveLocked(); err != nil {
 			return Token{}, err
@@ -451,6 +456,7 @@ func (o *OAuth) setLocked(st storeData) {
 func (o *OAuth) adoptLocked(st storeData, v int64) {
 	if st.otherLogin(o.st) {
 		o.changed = true
+		o.logins.Add(1)
 	}
 	o.setLocked(st)
 	o.ver = v
@@ -482,6 +488,10 @@ func (o *OAuth) adoptDiskLocked() bool {
 		return false
 	}
 	o.log.Info().Msg("oauth: the token store was updated by another process; using its tokens")
+	if st.otherLogin(o.st) {
+		o.changed = true // another login (boxproxy login in another process)
+		o.logins.Add(1)
+	}
 	o.setLocked(st)
 	return true
 }
@@ -856,6 +866,7 @@ func (o *OAuth) Exchange(ctx context.Context, code, redirectURI string) error {
 	}
 	revoke := []string{o.st.RefreshToken}
 	o.overwritten = nil
+	o.logins.Add(1)
 	o.setLocked(storeData{Version: storeVersion,
 		AccessToken: tr.AccessToken, AccessExpiry: tr.expiry(issued), AccessObtained: issued,
 		RefreshToken: tr.RefreshToken, RefreshObtained: issued,
@@ -960,6 +971,7 @@ func (o *OAuth) Logout(ctx context.Context) error {
 			o.log.Warn().Err(err).Msg("oauth: cannot revoke the access token at Box; it expires within the hour")
 		}
 	}
+	o.logins.Add(1)
 	o.setLocked(storeData{Version: storeVersion})
 	o.dirty = false
 	if o.shared != nil {
@@ -988,3 +1000,6 @@ func (o *OAuth) LoginExpired() bool {
 	defer o.mu.Unlock()
 	return o.st.RefreshToken == "" && o.st.Rejected != nil
 }
+
+// LoginEpoch counts the logins this process has served (see LoginEpocher).
+func (o *OAuth) LoginEpoch() uint64 { return o.logins.Load() }
