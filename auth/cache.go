@@ -71,6 +71,8 @@ type entry struct {
 	// rejected is the token Box rejected last (Invalidate): one read from
 	// the fleet before the fleet dropped it is not taken again.
 	rejected string
+	// login is the login tok belongs to, for a LoginEpocher Source.
+	login uint64
 }
 
 // BackoffError is returned while the cache waits before asking the token
@@ -195,11 +197,22 @@ func (c *Cache) Invalidate(s Subject, access string) bool {
 	return true
 }
 
-// Purge forgets every token and failure (after a new login).
+// Purge forgets every token and failure (after a new login), but for the
+// tokens of the current login of a LoginEpocher Source.
 func (c *Cache) Purge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	le, epoch := c.src.(LoginEpocher)
+	var current uint64
+	if epoch {
+		current = le.LoginEpoch()
+	}
 	for _, k := range c.lru.Keys() {
+		if e, ok := c.lru.Peek(k); ok && epoch && e.login == current && e.tok.Access() != "" {
+			// Already the new login's token: a request that waited for
+			// the login fetched it before this Purge came.
+			continue
+		}
 		c.lru.Add(k, &entry{})
 	}
 }
@@ -375,7 +388,7 @@ func (c *Cache) fetch(s Subject) (any, error) {
 		if old != nil {
 			ne.failures = old.failures + 1
 			if old.usable(now) { // keep serving the token we have while renewing fails
-				ne.tok, ne.useUntil, ne.refreshAt = old.tok, old.useUntil, old.refreshAt
+				ne.tok, ne.useUntil, ne.refreshAt, ne.login = old.tok, old.useUntil, old.refreshAt, old.login
 			}
 		} else {
 			ne.failures = 1
@@ -399,7 +412,9 @@ func (c *Cache) fetch(s Subject) (any, error) {
 		c.log.Debug().Str("subject", s.String()).Msg("token not kept: the login changed while it was fetched")
 		return tok, nil
 	}
-	c.lru.Add(s, newEntry(tok, obtained, now))
+	ne := newEntry(tok, obtained, now)
+	ne.login = login
+	c.lru.Add(s, ne)
 	c.log.Debug().Str("subject", s.String()).Str("method", c.src.Method()).
 		Time("expires", tok.Expiry).Dur("took_ms", now.Sub(start)).Msg("token obtained")
 	return tok, nil

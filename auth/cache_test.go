@@ -429,3 +429,36 @@ func TestATokenWhoseLoginWasReplacedOnItsWayIsNotKept(t *testing.T) {
 		t.Errorf("%d token requests, want 2: the token of the login taken inside the call is kept", n)
 	}
 }
+
+// The Purge a new login causes comes after the login itself: a token of the
+// new login that a waiting request fetched in between is kept, so that the
+// next request needs no refresh (in a fleet with Redis down it could make
+// none).
+func TestAPurgeKeepsTheTokenOfTheLoginItFollows(t *testing.T) {
+	src := &loginSource{release: make(chan loginStep, 2)}
+	c := newTestCache(t, src, CacheOptions{})
+	s := Subject{User, "7"}
+	src.release <- loginStep{tok: "token-of-login-B", before: true}
+	if tok, err := c.Token(context.Background(), s); err != nil || tok.Access() != "token-of-login-B" {
+		t.Fatalf("first: %q, %v", tok.Access(), err)
+	}
+	src.release <- loginStep{tok: "a-second-request"} // what a needless second request would get
+	c.Purge()                                         // the login's hook, late
+	if tok, err := c.Token(context.Background(), s); err != nil || tok.Access() != "token-of-login-B" {
+		t.Fatalf("after the purge: %q, %v", tok.Access(), err)
+	}
+	select {
+	case <-src.release:
+	default:
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Errorf("%d token requests, want 1: the new login's token survives its own Purge", n)
+	}
+	// A later login's Purge does drop it.
+	src.epoch.Add(1)
+	c.Purge()
+	src.release <- loginStep{tok: "token-of-login-C"}
+	if tok, err := c.Token(context.Background(), s); err != nil || tok.Access() != "token-of-login-C" {
+		t.Fatalf("after the next login: %q, %v", tok.Access(), err)
+	}
+}

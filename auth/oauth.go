@@ -470,7 +470,7 @@ func (o *OAuth) unlockMu() {
 	o.changed = false
 	o.mu.Unlock()
 	if changed {
-		o.log.Info().Msg("oauth: the fleet has another login now (from another replica); following it")
+		o.log.Info().Msg("oauth: another login replaced this one (made by another replica or process); following it")
 		o.loggedIn()
 	}
 }
