@@ -805,14 +805,21 @@ func (o *OAuth) loggedIn() {
 	}
 }
 
-// AuthCodeURL returns the URL of Box's authorization page.
+// AuthCodeURL returns the URL of Box's authorization page. Parameters the
+// configured URL carries (scope=…) are kept; boxproxy's own (response_type,
+// client_id, redirect_uri, state) replace any of the same name there.
 func (o *OAuth) AuthCodeURL(authorizeURL, redirectURI, state string) string {
-	q := url.Values{"response_type": {"code"}, "client_id": {o.ep.ClientID}, "redirect_uri": {redirectURI}, "state": {state}}
-	sep := "?"
-	if u, err := url.Parse(authorizeURL); err == nil && u.RawQuery != "" {
-		sep = "&"
+	u, err := url.Parse(authorizeURL)
+	if err != nil {
+		u = &url.URL{Path: authorizeURL} // config has checked it; keep the link visible
 	}
-	return authorizeURL + sep + q.Encode()
+	q := u.Query()
+	q.Set("response_type", "code")
+	q.Set("client_id", o.ep.ClientID)
+	q.Set("redirect_uri", redirectURI)
+	q.Set("state", state)
+	u.RawQuery, u.ForceQuery = q.Encode(), false
+	return u.String()
 }
 
 // Exchange trades an authorization code for tokens and saves them; then it

@@ -629,9 +629,22 @@ func TestOAuthAuthCodeURL(t *testing.T) {
 	if q.Has("client_secret") {
 		t.Fatal("the client secret is in the authorize URL")
 	}
-	withQuery := o.AuthCodeURL("https://ent.box.com/authorize?x=1", "http://r", "s")
-	if !strings.HasPrefix(withQuery, "https://ent.box.com/authorize?x=1&") {
-		t.Fatalf("authorize URL with a query: %s", withQuery)
+	// The configured URL's own parameters are kept; boxproxy's replace any
+	// of the same name, and an empty query ("?") or a trailing "&" breaks
+	// nothing.
+	for _, base := range []string{"https://ent.box.com/authorize?x=1", "https://ent.box.com/authorize?x=1&", "https://ent.box.com/authorize?x=1&client_id=other&state=fixed", "https://ent.box.com/authorize?"} {
+		u, err := url.Parse(o.AuthCodeURL(base, "http://r", "s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		if q.Get("client_id") != "cid" || q.Get("state") != "s" || len(q["client_id"]) != 1 || len(q["state"]) != 1 ||
+			q.Get("response_type") != "code" || q.Get("redirect_uri") != "http://r" || u.Path != "/authorize" {
+			t.Errorf("authorize URL from %s: %s", base, u)
+		}
+		if strings.Contains(base, "x=1") && q.Get("x") != "1" {
+			t.Errorf("authorize URL from %s lost x=1: %s", base, u)
+		}
 	}
 }
 
