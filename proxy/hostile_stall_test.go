@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -396,5 +397,48 @@ func TestStalledUpstreamBodyWriteOverHTTP2Gets504(t *testing.T) {
 				t.Fatalf("the upstream saw HTTP/%d, want 2", proto.Load())
 			}
 		})
+	}
+}
+
+// writeCounter counts the Writes on a connection towards the upstream.
+type writeCounter struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c writeCounter) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A small kept body goes in the same write as the request's header, as
+// net/http writes the in-memory readers it recognises, although its send is
+// watched: a POST of a few bytes costs one write (one TLS record), not two.
+func TestSmallKeptBodyIsSentWithTheHeaderInOneWrite(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer up.Close()
+	tr, err := NewTransport(TransportOptions{ResponseHeaderTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes atomic.Int64
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return writeCounter{Conn: c, n: &writes}, nil
+	}
+	p := newTestProxy(t, up.URL, tr)
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/2.0/folders", strings.NewReader(`{"name":"x","parent":{"id":"0"}}`)))
+	if w.Code != http.StatusCreated {
+		t.Fatalf("POST = %d %s", w.Code, w.Body)
+	}
+	if n := writes.Load(); n != 1 {
+		t.Errorf("the request went in %d writes, want 1 (header and body together)", n)
 	}
 }

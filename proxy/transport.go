@@ -123,7 +123,7 @@ func (t *transport) send(req *http.Request, st *state, tok auth.Token) (*http.Re
 	switch {
 	case st.body != nil:
 		body := st.body
-		if wd != nil {
+		if wd != nil && len(body) > smallKeptBody {
 			out.Body = &wd.body
 			out.GetBody = func() (io.ReadCloser, error) { return &watchedBody{r: bytes.NewReader(body), w: wd}, nil }
 		} else {
@@ -183,6 +183,14 @@ func (t *transport) stallBound() time.Duration {
 }
 
 var expectContinue = []string{"100-continue"}
+
+// smallKeptBody: a kept body up to this size is given to the Transport as
+// the in-memory reader it recognises, which it writes with the header in
+// one write (a body of a type it does not know is written after the header
+// is flushed: one more write, and over TLS one more record). Its watchdog
+// still runs, with the whole body as one step of progress (from the header
+// written to the request written).
+const smallKeptBody = 64 << 10
 
 // streamBody is a request body too large to keep. It can be given to a
 // second attempt only while no byte of it was read: again() checks that and
