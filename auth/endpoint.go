@@ -91,8 +91,8 @@ func (e *Endpoint) exchange(ctx context.Context, method string, form url.Values)
 		// carried: an endpoint that echoes the request must not spread
 		// its secrets.
 		secrets := requestSecrets(form, e.Secrets)
-		te.Code = sanitize(redactSecrets(te.Code, secrets), 64)
-		te.Description = sanitize(redactSecrets(te.Description, secrets), 300)
+		te.Code = cutText(redactSecrets(te.Code, secrets), 64)
+		te.Description = cutText(redactSecrets(te.Description, secrets), 300)
 		te.RetryAfter, _ = ParseRetryAfter(resp.Header.Get("Retry-After"))
 		return tokenResponse{}, te
 	}
@@ -206,6 +206,19 @@ func sanitize(s string, n int) string {
 		}
 	}
 	return b.String()
+}
+
+// cutText cuts s, printable text, to at most n bytes, and never inside a
+// redactedMark (which would then read as if the text held "[reda…").
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	t := s[:n]
+	if i := strings.LastIndexByte(t, '['); i >= 0 && i+len(redactedMark) > n && strings.HasPrefix(s[i:], redactedMark) {
+		t = t[:i]
+	}
+	return t
 }
 
 // ParseRetryAfter reads a Retry-After header: seconds (fractions allowed) or

@@ -142,4 +142,9 @@ func TestTokenEndpointEchoCutInsideASecretLeavesNoneOfIt(t *testing.T) {
 	if strings.Contains(te.Description, refresh[:4]) || len(te.Description) > 300 {
 		t.Errorf("description %q (%d bytes): want no start of the refresh token, at most 300 bytes", te.Description[280:], len(te.Description))
 	}
+	for i := 1; i < len(redactedMark); i++ {
+		if strings.HasSuffix(te.Description, redactedMark[:i]) {
+			t.Errorf("description ends in a cut marker %q", redactedMark[:i])
+		}
+	}
 }
