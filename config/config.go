@@ -345,7 +345,7 @@ func (c *Config) check(ps *problems) {
 	c.Public = parseURL(ps, "PUBLIC_URL", c.PublicURL)
 	parseURL(ps, "TOKEN_URL", c.TokenURL)
 	// Box's authorization page takes parameters of its own (scope, …):
-	// boxproxy adds its parameters after them.
+	// the login link keeps them, with boxproxy's own (AuthCodeURL).
 	parseURLWith(ps, "AUTHORIZE_URL", c.AuthorizeURL, true)
 
 	if c.InboundKey != "" && len(c.InboundKey) < 16 {

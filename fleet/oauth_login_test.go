@@ -420,3 +420,33 @@ func TestALoginStoredByAnOlderBoxproxyIsServedRotatedAndReplaced(t *testing.T) {
 	checkFleetServes(t, "B", r1, r2)
 	checkOnlyLive(t, box, "B")
 }
+
+// A login while Redis is gone cannot take the fleet's lock: it fails before
+// the authorization code reaches Box (so the user can try again with the
+// same code, once Redis is back), and the fleet keeps serving the login it has.
+func TestALoginWithRedisGoneFailsBeforeSpendingTheCode(t *testing.T) {
+	r, box, _, r1, _ := loginFleet(t)
+	r.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := r1.Exchange(ctx, "B", "")
+	if err == nil || !strings.Contains(err.Error(), "not completed") {
+		t.Fatalf("a login with Redis gone: %v; want an error saying the login was not completed", err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the refusal took %s", took)
+	}
+	for _, rt := range box.liveTokens() {
+		if strings.Contains(rt, "-B-") {
+			t.Fatalf("the code reached Box although the login could not be saved (live: %v)", box.liveTokens())
+		}
+	}
+	r.Restart()
+	if err := r1.Exchange(ctx, "B", ""); err != nil {
+		t.Fatalf("the same login once Redis is back: %v", err)
+	}
+	if tok, err := r1.Token(ctx, auth.Subject{}); err != nil || !strings.Contains(tok.Access(), "-B-") {
+		t.Errorf("after the login: %q, %v; want B's token", tok.Access(), err)
+	}
+}
